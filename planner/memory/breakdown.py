@@ -1,0 +1,108 @@
+"""Compose the terms into the per-GPU peak.
+
+The peak of a training step is the larger of two moments (both checked against
+fake-tensor traces of the real HF models, tests/integration/test_planner_vs_trace.py):
+- end of forward / start of backward: weights + optimizer states + buffers +
+  all saved activations + the logits peak + gradients that already exist
+  (sharded ZeRO-2/3/FSDP gradient partitions always; unsharded gradients only
+  when gradient accumulation keeps them from the previous micro-batch);
+- end of backward / optimizer step: weights + optimizer states + buffers +
+  all gradients + the step's own transient copies.
+Without `--global-batch` the planner assumes gradient accumulation (the common
+case on a cluster) and so counts gradients in both moments: never lower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from planner.memory.activations import activation_estimate
+from planner.memory.buffers import buffers
+from planner.memory.host import USABLE_HOST_FRACTION, HostMemory, host_memory
+from planner.memory.model_states import model_states, parallelism
+from planner.memory.overhead import (
+    USABLE_FRACTION,
+    fragmentation_bytes,
+    framework_overhead_bytes,
+)
+from planner.setups import Setup
+from planner.specs import ClusterSpec, ModelSpec
+
+PeakPhase = Literal["forward-backward", "optimizer-step"]
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes on one GPU (and per node for host memory). `total_bytes` is the peak."""
+
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    logits_bytes: int
+    buffers_bytes: int
+    framework_overhead_bytes: int
+    fragmentation_bytes: int
+    total_bytes: int
+    peak_phase: PeakPhase
+    usable_bytes: int
+    trainable_params: int
+    host: HostMemory
+    usable_host_bytes: int
+    gradient_accumulation_steps: int | None  # None: unknown (no --global-batch)
+
+    @property
+    def fits_gpu(self) -> bool:
+        return self.total_bytes <= self.usable_bytes
+
+    @property
+    def fits_host(self) -> bool:
+        return self.host.cpu_bytes <= self.usable_host_bytes
+
+
+def gradient_accumulation(cluster: ClusterSpec, setup: Setup) -> int | None:
+    if setup.global_batch_size is None:
+        return None
+    dp = cluster.world_size // (setup.tp * setup.pp)
+    return max(1, setup.global_batch_size // (setup.micro_batch_size * dp))
+
+
+def estimate_memory(spec: ModelSpec, cluster: ClusterSpec, setup: Setup) -> MemoryBreakdown:
+    par = parallelism(cluster, setup)
+    states = model_states(spec, cluster, setup)
+    acts = activation_estimate(spec, setup)
+    buf = buffers(spec, setup, states, par)
+    ga = gradient_accumulation(cluster, setup)
+
+    base = states.weights_bytes + states.optimizer_bytes + buf.persistent_bytes
+    grads_during_forward = (
+        states.gradients_bytes if (setup.shards_gradients or ga != 1) else 0
+    )
+    at_forward = base + acts.activations_bytes + acts.logits_bytes + grads_during_forward
+    at_step = base + states.gradients_bytes + buf.optimizer_step_bytes
+    phase: PeakPhase = "forward-backward" if at_forward >= at_step else "optimizer-step"
+    tensor_peak = max(at_forward, at_step)
+    dynamic = (
+        acts.activations_bytes + acts.logits_bytes + states.gradients_bytes + buf.persistent_bytes
+    )
+    frag = fragmentation_bytes(dynamic)
+    overhead = framework_overhead_bytes(cluster.world_size, cluster.nodes)
+    host = host_memory(spec, cluster, setup, states)
+    return MemoryBreakdown(
+        weights_bytes=states.weights_bytes,
+        gradients_bytes=states.gradients_bytes,
+        optimizer_bytes=states.optimizer_bytes,
+        activations_bytes=acts.activations_bytes,
+        logits_bytes=acts.logits_bytes,
+        buffers_bytes=buf.persistent_bytes + buf.optimizer_step_bytes,
+        framework_overhead_bytes=overhead,
+        fragmentation_bytes=frag,
+        total_bytes=tensor_peak + overhead + frag,
+        peak_phase=phase,
+        usable_bytes=round(cluster.gpu.memory_bytes * USABLE_FRACTION),
+        trainable_params=states.trainable_params,
+        host=host,
+        usable_host_bytes=round(cluster.node_ram_bytes * USABLE_HOST_FRACTION),
+        gradient_accumulation_steps=ga,
+    )

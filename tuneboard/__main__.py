@@ -1,0 +1,3 @@
+from tuneboard.cli import main
+
+main()

@@ -1,0 +1,202 @@
+"""`tuneboard plan`: per-GPU memory, what fits, estimated speed, a recommended config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from planner.errors import PlannerInputError
+
+T = TypeVar("T", bound=str)
+
+PLAN_HELP = """Will it fit, and what is the best way to run it?
+
+For every sensible setup (method × ZeRO/FSDP × offload × checkpointing ×
+micro-batch) prints the memory per GPU (weights, gradients, optimizer states,
+activations, logits, buffers, framework overhead), marks what fits in 95% of
+the GPU's memory, estimates tokens/s, and recommends one.
+
+Examples:
+
+  tuneboard plan --model 30b --gpus 24xA800
+
+  tuneboard plan --model qwen2.5-7b --gpus 8xH100 --method lora --seq-len 4096
+
+  tuneboard plan --model ./my-model/config.json --gpus A100-40GB:16 --json
+
+  tuneboard plan --model llama-3.1-70b --gpus 2x8xH800 --method qlora --write recipe.yaml
+
+Pin any dimension (--method, --zero, --micro-batch, ...); pinning all of them
+gives exactly one candidate. Without --gpus the local GPUs are detected (NVML).
+"""
+
+
+def _choice(value: str | None, allowed: tuple[T, ...], flag: str) -> T | None:
+    if value is None:
+        return None
+    v = value.strip().lower()
+    for a in allowed:
+        if v == a:
+            return a
+    raise PlannerInputError(f"{flag} {value!r} is not one of: {', '.join(allowed)}")
+
+
+def _parse_count(text: str | None, flag: str) -> float | None:
+    """`1e9`, `2B`, `500M` tokens -> a float."""
+    if text is None:
+        return None
+    t = text.strip().lower().replace("_", "")
+    scale = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}.get(t[-1:], 1.0)
+    number = t[:-1] if scale != 1.0 else t
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise PlannerInputError(f"{flag} {text!r}: write a token count like 2e9, 2B or 500M") from None
+    if value <= 0:
+        raise PlannerInputError(f"{flag} must be positive, got {text!r}")
+    return value
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="plan", help=PLAN_HELP, no_args_is_help=True)(plan)
+
+
+def plan(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Catalog name (llama-2-70b), size (7b, 30b, 0.5b), config.json or its folder, "
+            "or an HF id (org/name; needs network).",
+        ),
+    ],
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            "-g",
+            help="24xA800, 3x8xA800 (nodes×per-node×type), 8xH100, A100-40GB:16. "
+            "Default: the local GPUs (NVML).",
+        ),
+    ] = None,
+    gpus_per_node: Annotated[
+        int | None, typer.Option(help="GPUs per node when --gpus gives a total [default: 8]")
+    ] = None,
+    node_ram: Annotated[
+        str | None,
+        typer.Option(help="Host RAM per node, e.g. 1TB, 512GiB [default: 2 × GPU memory per node]"),
+    ] = None,
+    network: Annotated[
+        str | None,
+        typer.Option(help="Inter-node bandwidth per node, e.g. 200gbps, 4x200gbps, 25GB/s [default: 200gbps]"),
+    ] = None,
+    nvme: Annotated[str | None, typer.Option(help="Free NVMe per node for offload, e.g. 3TB")] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="full | freeze | lora | qlora | dora [default: full, then lora, then qlora]"),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="bf16-mixed (bf16 weights/grads, fp32 master + Adam) | bf16-pure (all bf16) | "
+            "fp16-mixed | fp32 [default: bf16-mixed, fp16-mixed without bf16]"
+        ),
+    ] = None,
+    optimizer: Annotated[
+        str | None,
+        typer.Option(help="adamw | adamw-8bit | paged-adamw-8bit | adafactor | sgd [default: adamw]"),
+    ] = None,
+    zero: Annotated[int | None, typer.Option("--zero", help="DeepSpeed ZeRO stage 0-3")] = None,
+    fsdp: Annotated[str | None, typer.Option(help="FSDP instead of ZeRO: full | grad-op | hybrid")] = None,
+    offload_optimizer: Annotated[str | None, typer.Option(help="none | cpu | nvme")] = None,
+    offload_params: Annotated[str | None, typer.Option(help="none | cpu | nvme (needs ZeRO-3)")] = None,
+    gradient_checkpointing: Annotated[
+        bool | None,
+        typer.Option(
+            "--gradient-checkpointing/--no-gradient-checkpointing",
+            help="Pin activation checkpointing on or off [default: try both]",
+            show_default=False,
+        ),
+    ] = None,
+    micro_batch: Annotated[int | None, typer.Option(help="Micro-batch per GPU [default: try 1-16]")] = None,
+    seq_len: Annotated[int, typer.Option(help="Tokens per sample")] = 2048,
+    global_batch: Annotated[
+        int | None,
+        typer.Option(help="Samples per optimizer step, all GPUs (sets gradient accumulation)"),
+    ] = None,
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank r")] = 16,
+    lora_targets: Annotated[
+        str, typer.Option(help="all-linear | attention | mlp | q_proj,v_proj,...")
+    ] = "all-linear",
+    fused_ce: Annotated[
+        bool, typer.Option("--fused-ce", help="Liger-style fused linear cross-entropy")
+    ] = False,
+    attention: Annotated[str, typer.Option(help="sdpa | flash | eager")] = "sdpa",
+    tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel degree (Megatron-style)")] = 1,
+    pp: Annotated[int, typer.Option("--pp", help="Pipeline-parallel degree; must divide the layers")] = 1,
+    train_tokens: Annotated[
+        str | None, typer.Option(help="Tokens to train on (e.g. 2B = epochs × dataset): prints the time")
+    ] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every candidate")] = False,
+    top: Annotated[int, typer.Option(help="Rows to show without --all")] = 12,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (docs/plan-json.md)")] = False,
+    write: Annotated[
+        Path | None, typer.Option("--write", help="Write the recommendation as a recipe YAML")
+    ] = None,
+) -> None:
+    from planner.cluster import build_cluster
+    from planner.models import resolve_model
+    from planner.report import plan_to_dict
+    from planner.search import make_plan
+    from planner.setups import (
+        ATTENTIONS,
+        FSDP_MODES,
+        METHODS,
+        OFFLOADS,
+        OPTIMIZERS,
+        PRECISIONS,
+        Constraints,
+    )
+    from tuneboard.output import emit
+    from tuneboard.render_plan import render_plan
+
+    spec = resolve_model(model)
+    if gpus is None:
+        from tuneboard.detect import detect_local_cluster
+
+        cluster = detect_local_cluster(node_ram=node_ram, network=network, nvme=nvme)
+    else:
+        cluster = build_cluster(
+            gpus, gpus_per_node=gpus_per_node, node_ram=node_ram, network=network, nvme=nvme
+        )
+    constraints = Constraints(
+        method=_choice(method, METHODS, "--method"),
+        precision=_choice(precision, PRECISIONS, "--precision"),
+        optimizer=_choice(optimizer, OPTIMIZERS, "--optimizer"),
+        zero_stage=zero,
+        fsdp=_choice(fsdp, FSDP_MODES, "--fsdp"),
+        offload_optimizer=_choice(offload_optimizer, OFFLOADS, "--offload-optimizer"),
+        offload_params=_choice(offload_params, OFFLOADS, "--offload-params"),
+        gradient_checkpointing=gradient_checkpointing,
+        micro_batch_size=micro_batch,
+        seq_len=seq_len,
+        global_batch_size=global_batch,
+        lora_rank=lora_rank,
+        lora_targets=lora_targets,
+        fused_ce=fused_ce,
+        attention=_choice(attention, ATTENTIONS, "--attention") or "sdpa",
+        tp=tp,
+        pp=pp,
+    )
+    tokens = _parse_count(train_tokens, "--train-tokens")
+    result = make_plan(spec, cluster, constraints)
+    data: dict[str, Any] = plan_to_dict(result, tokens)
+    if write is not None:
+        from tuneboard.plan_recipe import write_recipe
+
+        written = write_recipe(result, write)
+        data["written"] = str(written)
+    emit(data, as_json, lambda con: render_plan(con, result, data, show_all=show_all, top=top))

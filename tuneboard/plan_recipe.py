@@ -1,0 +1,79 @@
+"""Write the planner's recommendation out as a recipe (recipes/schema.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from planner.errors import PlannerInputError
+from planner.search import Plan
+from recipes.schema import (
+    DistributedSection,
+    LoraSection,
+    MethodSection,
+    ModelSection,
+    Recipe,
+    TrainingSection,
+    dump_recipe,
+)
+
+GIB = 1024**3
+
+
+def recipe_from_plan(plan: Plan) -> Recipe:
+    rec = plan.recommendation
+    if rec is None:
+        raise PlannerInputError("--write: nothing fits, so there is no recommendation to write")
+    s = rec.setup
+    model_name = plan.model.hf_id or plan.model.name
+    dtype = "float32" if s.precision == "fp32" else ("float16" if s.precision == "fp16-mixed" else "bfloat16")
+    attn = {"sdpa": "sdpa", "flash": "flash_attention_2", "eager": "eager"}[s.attention]
+    return Recipe(
+        model=ModelSection(name=model_name, dtype=dtype, attn_implementation=attn),  # type: ignore[arg-type]
+        method=MethodSection(
+            kind=s.method,
+            lora=LoraSection(rank=s.lora_rank, alpha=2 * s.lora_rank, target_modules=s.lora_targets),
+            freeze_trainable_layers=s.freeze_trainable_layers,
+        ),
+        training=TrainingSection(
+            micro_batch_size=s.micro_batch_size,
+            global_batch_size=s.global_batch_size,
+            seq_len=s.seq_len,
+            precision=s.precision,
+            optimizer=s.optimizer,
+            gradient_checkpointing=s.gradient_checkpointing,
+            fused_ce=s.fused_ce,
+        ),
+        distributed=DistributedSection(
+            zero_stage=s.zero_stage,  # type: ignore[arg-type]
+            fsdp=s.fsdp,
+            offload_optimizer=s.offload_optimizer,
+            offload_params=s.offload_params,
+        ),
+    )
+
+
+def write_recipe(plan: Plan, path: Path) -> Path:
+    """Write the recipe; refuses to overwrite a file that is not a tuneboard recipe."""
+    recipe = recipe_from_plan(plan)
+    rec = plan.recommendation
+    assert rec is not None
+    cl = plan.cluster
+    header = (
+        f"# tuneboard launch {path}\n"
+        f"# Planned by `tuneboard plan` for {plan.model.name} on {cl.nodes}x{cl.gpus_per_node}x"
+        f"{cl.gpu.name}: {rec.setup.label()},\n"
+        f"# {rec.memory.total_bytes / GIB:.1f} GiB per GPU of {rec.memory.usable_bytes / GIB:.1f} "
+        f"usable, ~{rec.time.tokens_per_s:.0f} tokens/s estimated.\n"
+    )
+    if path.exists() and path.is_dir():
+        raise PlannerInputError(f"--write {str(path)!r} is a folder; give a file name like recipe.yaml")
+    if path.exists() and "# tuneboard launch" not in path.read_text(encoding="utf-8", errors="replace")[:200]:
+        raise PlannerInputError(
+            f"--write {str(path)!r} exists and is not a recipe tuneboard wrote; not overwriting it"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dump_recipe(recipe, header), encoding="utf-8")
+    except OSError as exc:
+        raise PlannerInputError(f"--write {str(path)!r}: {exc.strerror}") from None
+    return path
