@@ -38,7 +38,13 @@ _SIZE_UNITS = {
     "gib": 1024**3,
     "tib": 1024**4,
 }
-_RATE_BITS = {"gbps": 1e9 / 8, "gbit": 1e9 / 8, "gbit/s": 1e9 / 8, "gb/s": 1e9 / 8, "tbps": 1e12 / 8}
+_RATE_BITS = {
+    "gbps": 1e9 / 8,
+    "gbit": 1e9 / 8,
+    "gbit/s": 1e9 / 8,
+    "gb/s": 1e9 / 8,
+    "tbps": 1e12 / 8,
+}
 
 
 def parse_bytes(text: str, what: str) -> int:

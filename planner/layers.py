@@ -39,7 +39,14 @@ NAMES: dict[str, dict[str, str]] = {
         "down": "down_proj",
         "router": "gate",
     },
-    "opt": {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj", "fc1": "fc1", "fc2": "fc2"},
+    "opt": {
+        "q": "q_proj",
+        "k": "k_proj",
+        "v": "v_proj",
+        "o": "out_proj",
+        "fc1": "fc1",
+        "fc2": "fc2",
+    },
     "bloom": {
         "qkv": "query_key_value",
         "o": "dense",

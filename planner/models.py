@@ -24,7 +24,13 @@ from planner.specs import ModelSpec
 HUB_TIMEOUT_S = 8.0
 #: Sizes that name a LLaMA-1 model exactly (Touvron et al. 2023, Table 2): `30b`
 #: is LLaMA-30B, whose real count is 32.5B.
-LLAMA1_SIZES = {7.0: "llama-7b", 13.0: "llama-13b", 30.0: "llama-30b", 33.0: "llama-30b", 65.0: "llama-65b"}
+LLAMA1_SIZES = {
+    7.0: "llama-7b",
+    13.0: "llama-13b",
+    30.0: "llama-30b",
+    33.0: "llama-30b",
+    65.0: "llama-65b",
+}
 _SIZE_RE = re.compile(r"([0-9]*\.?[0-9]+)\s*([bBmM])")
 
 
@@ -32,7 +38,9 @@ def resolve_model(text: str, *, revision: str = "main") -> ModelSpec:
     """Resolve a `--model` value. Raises PlannerInputError naming what would be accepted."""
     value = text.strip()
     if not value:
-        raise PlannerInputError("--model is empty: give a catalog name, a size such as 7b, or a path")
+        raise PlannerInputError(
+            "--model is empty: give a catalog name, a size such as 7b, or a path"
+        )
     entry = find_catalog_entry(value)
     if entry is not None:
         return spec_from_hf_config(
@@ -73,7 +81,9 @@ def spec_from_config_path(path: Path) -> ModelSpec:
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PlannerInputError(f"--model {str(file)!r}: not a readable JSON config ({exc})") from None
+        raise PlannerInputError(
+            f"--model {str(file)!r}: not a readable JSON config ({exc})"
+        ) from None
     if not isinstance(config, dict):
         raise PlannerInputError(f"--model {str(file)!r}: a config.json must hold a JSON object")
     name = path.name if path.is_dir() else (file.parent.name or file.stem)
@@ -89,7 +99,7 @@ def fetch_hub_config(model_id: str, *, revision: str = "main") -> dict[str, Any]
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=HUB_TIMEOUT_S) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=HUB_TIMEOUT_S) as response:
             body = response.read()
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
@@ -98,7 +108,9 @@ def fetch_hub_config(model_id: str, *, revision: str = "main") -> dict[str, Any]
             why = "no such model or revision"
         else:
             why = f"HTTP {exc.code}"
-        raise PlannerInputError(f"--model {model_id!r}: cannot fetch its config.json ({why})") from None
+        raise PlannerInputError(
+            f"--model {model_id!r}: cannot fetch its config.json ({why})"
+        ) from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise PlannerInputError(

@@ -50,7 +50,9 @@ def candidate_to_dict(c: Candidate, train_tokens: float | None = None) -> dict[s
             "offload_s": t.offload_s,
             "mfu": t.mfu,
         },
-        "train_time_s": (train_tokens / t.tokens_per_s) if train_tokens and t.tokens_per_s else None,
+        "train_time_s": (train_tokens / t.tokens_per_s)
+        if train_tokens and t.tokens_per_s
+        else None,
         "notes": list(c.notes),
     }
 

@@ -112,7 +112,9 @@ def make_plan(spec: ModelSpec, cluster: ClusterSpec, constraints: Constraints) -
         fits = mem.fits_gpu and mem.fits_host
         if cluster.nvme_bytes is not None and mem.host.nvme_bytes > cluster.nvme_bytes:
             fits = False
-        candidates.append(Candidate(setup, mem, est, fits, tuple(_notes(spec, cluster, setup, mem))))
+        candidates.append(
+            Candidate(setup, mem, est, fits, tuple(_notes(spec, cluster, setup, mem)))
+        )
     order = list(METHODS) if constraints.method else ["full", "lora", "qlora", "dora", "freeze"]
     method_rank = {m: i for i, m in enumerate(order)}
     candidates.sort(key=lambda c: _sort_key(c, method_rank))
@@ -138,7 +140,11 @@ def make_plan(spec: ModelSpec, cluster: ClusterSpec, constraints: Constraints) -
                 )
         # Families (same setup except the micro-batch) that rank above the
         # recommendation and have no member that fits: say why, smallest first.
-        above = {_family(c.setup) for c in candidates[:recommended] if c.setup.method == best.setup.method}
+        above = {
+            _family(c.setup)
+            for c in candidates[:recommended]
+            if c.setup.method == best.setup.method
+        }
         families: dict[str, list[Candidate]] = {}
         for c in candidates:
             if c.setup.method == best.setup.method and _family(c.setup) in above:

@@ -164,8 +164,6 @@ def validate_constraints(c: Constraints, model: ModelSpec, cluster: ClusterSpec)
         raise PlannerInputError("--offload-optimizer nvme is a DeepSpeed feature: use --zero 3")
     if c.fsdp is not None and c.offload_params == "nvme":
         raise PlannerInputError("--offload-params nvme is a DeepSpeed feature: use --zero 3")
-    if c.precision == "fp16-mixed" or c.precision is None:
-        pass
     if c.precision in ("bf16-mixed", "bf16-pure") and cluster.gpu.bf16_tflops is None:
         raise PlannerInputError(
             f"--precision {c.precision}: {cluster.gpu.name} has no bf16 support; "
@@ -189,8 +187,7 @@ def validate_constraints(c: Constraints, model: ModelSpec, cluster: ClusterSpec)
         )
     if c.tp * c.pp > cluster.world_size or cluster.world_size % (c.tp * c.pp) != 0:
         raise PlannerInputError(
-            f"--tp {c.tp} × --pp {c.pp} = {c.tp * c.pp} must divide the "
-            f"{cluster.world_size} GPUs"
+            f"--tp {c.tp} × --pp {c.pp} = {c.tp * c.pp} must divide the {cluster.world_size} GPUs"
         )
     if c.tp > cluster.gpus_per_node:
         raise PlannerInputError(

@@ -54,9 +54,8 @@ class ModelSpec:
     @property
     def params_active(self) -> int:
         """Parameters that touch one token (MoE: only the routed experts)."""
-        return (
-            self.params_total
-            - self.num_layers * (self.params_per_layer - self.params_per_layer_active)
+        return self.params_total - self.num_layers * (
+            self.params_per_layer - self.params_per_layer_active
         )
 
     @property

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from planner.layers import trainable_params
 from planner.memory.breakdown import gradient_accumulation
 from planner.memory.dtypes import ADAPTER, LAYOUTS
 from planner.memory.model_states import base_weight_bytes_per_param
-from planner.layers import trainable_params
 from planner.setups import Setup
 from planner.specs import ClusterSpec, ModelSpec
 

@@ -436,7 +436,7 @@ def trace_training_step(
     gc_was_enabled = gc.isenabled()
     gc.disable()  # frees must happen when refcounts say so, not when the collector runs
     try:
-        with _unpacked_sequences(), _maybe(fake_mode), counter.active():
+        with _unpacked_sequences(), _gpu_like_dropout(), _maybe(fake_mode), counter.active():
             counter.set_phase("materialize")
             _materialize(model, fake=fake)
             weights_bytes = counter.live
@@ -520,6 +520,33 @@ def _unpacked_sequences() -> Iterator[None]:
         yield
     finally:
         masking_utils.find_packed_sequence_indices = original
+
+
+@contextmanager
+def _gpu_like_dropout() -> Iterator[None]:
+    """Make dropout allocate what it allocates on a GPU.
+
+    On CUDA, ``F.dropout`` runs the fused ``native_dropout`` and saves a bool mask (1 byte
+    per element); on CPU it draws a mask in the input's dtype (e.g. 4 bytes per element
+    for PEFT's fp32 adapter input) and multiplies. The trace takes the CUDA path.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    original = F.dropout
+
+    def dropout(
+        input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False
+    ) -> torch.Tensor:
+        if training and not inplace and 0.0 < p < 1.0 and input.numel() > 0:
+            return torch.native_dropout(input, p, True)[0]
+        return original(input, p, training, inplace)
+
+    F.dropout = dropout
+    try:
+        yield
+    finally:
+        F.dropout = original
 
 
 @contextmanager

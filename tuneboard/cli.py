@@ -39,14 +39,44 @@ class UserError(Exception):
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:  # typer >= 0.20 vendors click as typer._click
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover - older typer
+        from click import exceptions as click_exc  # type: ignore[no-redef]
+
     _register()
     try:
-        app(args=argv, standalone_mode=True)
+        code = app(args=argv, standalone_mode=False, prog_name="tuneboard")
     except (PlannerInputError, UserError) as exc:
         _fail(str(exc))
-    except KeyboardInterrupt:
+    except click_exc.NoArgsIsHelpError as exc:
+        # `tuneboard plan` with no arguments: show its help, like --help.
+        sys.stdout.write(exc.ctx.get_help() + "\n" if exc.ctx else "")
+        sys.exit(0)
+    except click_exc.BadParameter as exc:
+        _fail(_bad_parameter_message(exc, sys.argv[1:] if argv is None else argv))
+    except click_exc.ClickException as exc:
+        _fail(exc.format_message())
+    except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _bad_parameter_message(exc: Exception, argv: list[str]) -> str:
+    """`--seq-len 'abc': expected an integer` — name the option and the value given."""
+    param = getattr(exc, "param", None)
+    opts: list[str] = list(getattr(param, "opts", []) or [])
+    message = str(getattr(exc, "message", exc))
+    if "valid integer" in message:
+        message = "expected an integer"
+    for i, token in enumerate(argv):
+        for opt in opts:
+            if token == opt and i + 1 < len(argv):
+                return f"{opt} {argv[i + 1]!r}: {message}"
+            if token.startswith(opt + "="):
+                return f"{opt} {token.split('=', 1)[1]!r}: {message}"
+    return f"{'/'.join(opts) or 'argument'}: {message}"
 
 
 def _fail(message: str) -> None:

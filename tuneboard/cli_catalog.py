@@ -22,7 +22,9 @@ def models(
 
     rows: list[dict[str, Any]] = []
     for entry in load_catalog():
-        spec = spec_from_hf_config(entry.config, name=entry.name, source="catalog", hf_id=entry.hf_id)
+        spec = spec_from_hf_config(
+            entry.config, name=entry.name, source="catalog", hf_id=entry.hf_id
+        )
         rows.append(
             {
                 "name": entry.name,
@@ -41,17 +43,26 @@ def models(
     def render(con: Console) -> None:
         table = Table(header_style="bold")
         for col in ("name", "params", "layers", "hidden", "vocab", "type", "hf id"):
-            table.add_column(col, justify="right" if col in ("params", "layers", "hidden", "vocab") else "left")
+            table.add_column(
+                col, justify="right" if col in ("params", "layers", "hidden", "vocab") else "left"
+            )
         for r in rows:
             params = f"{r['params'] / 1e9:.2f}B"
             if r["params_active"] != r["params"]:
                 params += f" ({r['params_active'] / 1e9:.1f}B act)"
             table.add_row(
-                r["name"], params, str(r["num_layers"]), str(r["hidden_size"]),
-                str(r["vocab_size"]), r["model_type"], r["hf_id"] or "",
+                r["name"],
+                params,
+                str(r["num_layers"]),
+                str(r["hidden_size"]),
+                str(r["vocab_size"]),
+                r["model_type"],
+                r["hf_id"] or "",
             )
         con.print(table)
-        con.print("[dim]Also accepted: a size (7b, 30b, 0.5b), a config.json or folder, an HF id.[/]")
+        con.print(
+            "[dim]Also accepted: a size (7b, 30b, 0.5b), a config.json or folder, an HF id.[/]"
+        )
 
     emit(rows, as_json, render)
 
@@ -62,7 +73,7 @@ def gpus(
     from planner.gpus import load_gpu_catalog
     from tuneboard.output import emit
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": g.name,
             "memory_bytes": g.memory_bytes,
@@ -90,7 +101,9 @@ def gpus(
                 "-" if r["bf16_tflops"] is None else f"{r['bf16_tflops']:.0f}",
                 "-" if r["fp8_tflops"] is None else f"{r['fp8_tflops']:.0f}",
                 f"{r['hbm_bytes_per_s'] / 1e9:.0f} GB/s",
-                "-" if r["nvlink_bytes_per_s"] is None else f"{r['nvlink_bytes_per_s'] / 1e9:.0f} GB/s",
+                "-"
+                if r["nvlink_bytes_per_s"] is None
+                else f"{r['nvlink_bytes_per_s'] / 1e9:.0f} GB/s",
                 f"{r['mfu']:.2f}",
             )
         con.print(table)

@@ -53,7 +53,9 @@ def _parse_count(text: str | None, flag: str) -> float | None:
     try:
         value = float(number) * scale
     except ValueError:
-        raise PlannerInputError(f"{flag} {text!r}: write a token count like 2e9, 2B or 500M") from None
+        raise PlannerInputError(
+            f"{flag} {text!r}: write a token count like 2e9, 2B or 500M"
+        ) from None
     if value <= 0:
         raise PlannerInputError(f"{flag} must be positive, got {text!r}")
     return value
@@ -91,12 +93,18 @@ def plan(
     ] = None,
     network: Annotated[
         str | None,
-        typer.Option(help="Inter-node bandwidth per node, e.g. 200gbps, 4x200gbps, 25GB/s [default: 200gbps]"),
+        typer.Option(
+            help="Inter-node bandwidth per node, e.g. 200gbps, 4x200gbps, 25GB/s [default: 200gbps]"
+        ),
     ] = None,
-    nvme: Annotated[str | None, typer.Option(help="Free NVMe per node for offload, e.g. 3TB")] = None,
+    nvme: Annotated[
+        str | None, typer.Option(help="Free NVMe per node for offload, e.g. 3TB")
+    ] = None,
     method: Annotated[
         str | None,
-        typer.Option(help="full | freeze | lora | qlora | dora [default: full, then lora, then qlora]"),
+        typer.Option(
+            help="full | freeze | lora | qlora | dora [default: full, then lora, then qlora]"
+        ),
     ] = None,
     precision: Annotated[
         str | None,
@@ -107,12 +115,18 @@ def plan(
     ] = None,
     optimizer: Annotated[
         str | None,
-        typer.Option(help="adamw | adamw-8bit | paged-adamw-8bit | adafactor | sgd [default: adamw]"),
+        typer.Option(
+            help="adamw | adamw-8bit | paged-adamw-8bit | adafactor | sgd [default: adamw]"
+        ),
     ] = None,
     zero: Annotated[int | None, typer.Option("--zero", help="DeepSpeed ZeRO stage 0-3")] = None,
-    fsdp: Annotated[str | None, typer.Option(help="FSDP instead of ZeRO: full | grad-op | hybrid")] = None,
+    fsdp: Annotated[
+        str | None, typer.Option(help="FSDP instead of ZeRO: full | grad-op | hybrid")
+    ] = None,
     offload_optimizer: Annotated[str | None, typer.Option(help="none | cpu | nvme")] = None,
-    offload_params: Annotated[str | None, typer.Option(help="none | cpu | nvme (needs ZeRO-3)")] = None,
+    offload_params: Annotated[
+        str | None, typer.Option(help="none | cpu | nvme (needs ZeRO-3)")
+    ] = None,
     gradient_checkpointing: Annotated[
         bool | None,
         typer.Option(
@@ -121,7 +135,9 @@ def plan(
             show_default=False,
         ),
     ] = None,
-    micro_batch: Annotated[int | None, typer.Option(help="Micro-batch per GPU [default: try 1-16]")] = None,
+    micro_batch: Annotated[
+        int | None, typer.Option(help="Micro-batch per GPU [default: try 1-16]")
+    ] = None,
     seq_len: Annotated[int, typer.Option(help="Tokens per sample")] = 2048,
     global_batch: Annotated[
         int | None,
@@ -136,13 +152,18 @@ def plan(
     ] = False,
     attention: Annotated[str, typer.Option(help="sdpa | flash | eager")] = "sdpa",
     tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel degree (Megatron-style)")] = 1,
-    pp: Annotated[int, typer.Option("--pp", help="Pipeline-parallel degree; must divide the layers")] = 1,
+    pp: Annotated[
+        int, typer.Option("--pp", help="Pipeline-parallel degree; must divide the layers")
+    ] = 1,
     train_tokens: Annotated[
-        str | None, typer.Option(help="Tokens to train on (e.g. 2B = epochs × dataset): prints the time")
+        str | None,
+        typer.Option(help="Tokens to train on (e.g. 2B = epochs × dataset): prints the time"),
     ] = None,
     show_all: Annotated[bool, typer.Option("--all", help="Show every candidate")] = False,
     top: Annotated[int, typer.Option(help="Rows to show without --all")] = 12,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (docs/plan-json.md)")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output (docs/plan-json.md)")
+    ] = False,
     write: Annotated[
         Path | None, typer.Option("--write", help="Write the recommendation as a recipe YAML")
     ] = None,

@@ -44,5 +44,11 @@ def detect_local_cluster(
             "the closest catalog name (`tuneboard gpus`)"
         )
     return cluster_from_parts(
-        gpu, 1, count, node_ram=node_ram, network=network, nvme=nvme, source=f"detected {count}x{name}"
+        gpu,
+        1,
+        count,
+        node_ram=node_ram,
+        network=network,
+        nvme=nvme,
+        source=f"detected {count}x{name}",
     )

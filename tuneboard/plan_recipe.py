@@ -25,13 +25,19 @@ def recipe_from_plan(plan: Plan) -> Recipe:
         raise PlannerInputError("--write: nothing fits, so there is no recommendation to write")
     s = rec.setup
     model_name = plan.model.hf_id or plan.model.name
-    dtype = "float32" if s.precision == "fp32" else ("float16" if s.precision == "fp16-mixed" else "bfloat16")
+    dtype = (
+        "float32"
+        if s.precision == "fp32"
+        else ("float16" if s.precision == "fp16-mixed" else "bfloat16")
+    )
     attn = {"sdpa": "sdpa", "flash": "flash_attention_2", "eager": "eager"}[s.attention]
     return Recipe(
-        model=ModelSection(name=model_name, dtype=dtype, attn_implementation=attn),  # type: ignore[arg-type]
+        model=ModelSection(name=model_name, dtype=dtype, attn_implementation=attn),
         method=MethodSection(
             kind=s.method,
-            lora=LoraSection(rank=s.lora_rank, alpha=2 * s.lora_rank, target_modules=s.lora_targets),
+            lora=LoraSection(
+                rank=s.lora_rank, alpha=2 * s.lora_rank, target_modules=s.lora_targets
+            ),
             freeze_trainable_layers=s.freeze_trainable_layers,
         ),
         training=TrainingSection(
@@ -44,7 +50,7 @@ def recipe_from_plan(plan: Plan) -> Recipe:
             fused_ce=s.fused_ce,
         ),
         distributed=DistributedSection(
-            zero_stage=s.zero_stage,  # type: ignore[arg-type]
+            zero_stage=s.zero_stage,
             fsdp=s.fsdp,
             offload_optimizer=s.offload_optimizer,
             offload_params=s.offload_params,
@@ -66,8 +72,13 @@ def write_recipe(plan: Plan, path: Path) -> Path:
         f"usable, ~{rec.time.tokens_per_s:.0f} tokens/s estimated.\n"
     )
     if path.exists() and path.is_dir():
-        raise PlannerInputError(f"--write {str(path)!r} is a folder; give a file name like recipe.yaml")
-    if path.exists() and "# tuneboard launch" not in path.read_text(encoding="utf-8", errors="replace")[:200]:
+        raise PlannerInputError(
+            f"--write {str(path)!r} is a folder; give a file name like recipe.yaml"
+        )
+    if (
+        path.exists()
+        and "# tuneboard launch" not in path.read_text(encoding="utf-8", errors="replace")[:200]
+    ):
         raise PlannerInputError(
             f"--write {str(path)!r} exists and is not a recipe tuneboard wrote; not overwriting it"
         )

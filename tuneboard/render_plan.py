@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from planner.memory.overhead import USABLE_FRACTION
 from planner.search import Candidate, Plan
 
 GIB = 1024**3
@@ -66,7 +67,9 @@ def _rows(plan: Plan, show_all: bool, top: int) -> list[int]:
     fitting = [i for i, c in enumerate(plan.candidates) if c.fits]
     if fitting:
         return fitting[:top]
-    by_size = sorted(range(len(plan.candidates)), key=lambda i: plan.candidates[i].memory.total_bytes)
+    by_size = sorted(
+        range(len(plan.candidates)), key=lambda i: plan.candidates[i].memory.total_bytes
+    )
     return by_size[:top]
 
 
@@ -81,10 +84,12 @@ def render_plan(
         f"[bold]{spec.name}[/] · {params} · {spec.num_layers} layers · hidden {spec.hidden_size}"
         f" · vocab {spec.vocab_size}  [dim]({spec.source})[/]"
     )
+    usable = _g(round(cl.gpu.memory_bytes * USABLE_FRACTION))
+    network_gbps = cl.inter_node_bytes_per_s * 8 / 1e9
     con.print(
         f"[bold]{cl.nodes} × {cl.gpus_per_node} × {cl.gpu.name}[/] ({_g(cl.gpu.memory_bytes)} GiB, "
-        f"usable {_g(round(cl.gpu.memory_bytes * 0.95))} GiB = 95%) · node RAM "
-        f"{cl.node_ram_bytes / GIB:.0f} GiB · network {cl.inter_node_bytes_per_s * 8 / 1e9:.0f} Gb/s"
+        f"usable {usable} GiB = {USABLE_FRACTION:.0%}) · node RAM "
+        f"{cl.node_ram_bytes / GIB:.0f} GiB · network {network_gbps:.0f} Gb/s"
     )
     first = plan.candidates[0].setup if plan.candidates else None
     if first is not None:
@@ -119,10 +124,10 @@ def render_plan(
     for i in _rows(plan, show_all, top):
         c = plan.candidates[i]
         m = c.memory
-        rec = i == plan.recommended
-        style = "bold green" if rec else ("" if c.fits else "dim")
+        is_rec = i == plan.recommended
+        style = "bold green" if is_rec else ("" if c.fits else "dim")
         other = m.framework_overhead_bytes + m.fragmentation_bytes
-        cells: list[str | Text] = ["★" if rec else str(i + 1), _setup_cell(c)]
+        cells: list[str | Text] = ["★" if is_rec else str(i + 1), _setup_cell(c)]
         cells += [_g(m.weights_bytes), _g(m.gradients_bytes), _g(m.optimizer_bytes)]
         cells.append(_g(m.activations_bytes))
         if wide:
@@ -138,13 +143,16 @@ def render_plan(
             cells.append(f"{c.time.step_time_s:.2f}s")
         table.add_row(*cells, style=style)
     con.print(table)
-    if any(c.setup.offload_optimizer != "none" or c.setup.offload_params != "none" for c in plan.candidates):
+    if any(
+        c.setup.offload_optimizer != "none" or c.setup.offload_params != "none"
+        for c in plan.candidates
+    ):
         con.print("[dim]+oc/+on: optimizer offloaded to CPU/NVMe; +pc/+pn: parameters offloaded[/]")
     shown = len(_rows(plan, show_all, top))
     if shown < len(plan.candidates):
-        fit = sum(c.fits for c in plan.candidates)
+        n_fit = sum(c.fits for c in plan.candidates)
         con.print(
-            f"[dim]{shown} of {len(plan.candidates)} candidates shown, {fit} fit "
+            f"[dim]{shown} of {len(plan.candidates)} candidates shown, {n_fit} fit "
             "(--all for every one, --json for every number)[/]"
         )
 
@@ -169,4 +177,6 @@ def render_plan(
         for line in plan.rejected:
             con.print(f"  • {line}")
     if "written" in data:
-        con.print(f"Recipe written to [bold]{data['written']}[/]: tuneboard launch {data['written']}")
+        con.print(
+            f"Recipe written to [bold]{data['written']}[/]: tuneboard launch {data['written']}"
+        )

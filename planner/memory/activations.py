@@ -140,7 +140,9 @@ def logits_bytes(spec: ModelSpec, setup: Setup, tokens: int) -> float:
     e = LAYOUTS[setup.precision].activation_bytes
     v = spec.vocab_size / setup.tp  # vocab-parallel lm_head under TP
     if setup.fused_ce:
-        chunk = 2 ** math.ceil(math.log2(max(1, math.ceil(tokens / math.ceil(v / spec.hidden_size)))))
+        chunk: int = 2 ** math.ceil(
+            math.log2(max(1, math.ceil(tokens / math.ceil(v / spec.hidden_size))))
+        )
         chunk = min(chunk, tokens)
         return chunk * v * (e + 4) + e * tokens * spec.hidden_size
     upcast = 4 if e != 4 else 0

@@ -76,9 +76,7 @@ def estimate_memory(spec: ModelSpec, cluster: ClusterSpec, setup: Setup) -> Memo
     ga = gradient_accumulation(cluster, setup)
 
     base = states.weights_bytes + states.optimizer_bytes + buf.persistent_bytes
-    grads_during_forward = (
-        states.gradients_bytes if (setup.shards_gradients or ga != 1) else 0
-    )
+    grads_during_forward = states.gradients_bytes if (setup.shards_gradients or ga != 1) else 0
     at_forward = base + acts.activations_bytes + acts.logits_bytes + grads_during_forward
     at_step = base + states.gradients_bytes + buf.optimizer_step_bytes
     phase: PeakPhase = "forward-backward" if at_forward >= at_step else "optimizer-step"

@@ -7,12 +7,16 @@ Sizes follow the DeepSpeed / FSDP settings tuneboard writes into its recipes
   allgather_bucket_size and reduce_bucket_size values" (docs, "ZeRO-2 config").
 - ZeRO-3: a module's parameters are gathered whole before it runs
   (`stage3_prefetch_bucket_size` = 0.9·h² more are prefetched,
-  `reduce_bucket_size` = h², the HF "auto" values).
+  `reduce_bucket_size` = h², the HF "auto" values); never less than DeepSpeed's
+  estimator's one layer of 16-bit parameters and gradients.
 - FSDP: one wrapped decoder layer unsharded plus the prefetched next one, and
   one layer's unsharded gradients before reduce-scatter (PyTorch FSDP docs,
   `BackwardPrefetch.BACKWARD_PRE`).
 - Plain data parallel (ZeRO-0, more than one GPU): DDP's gradient buckets are a
   second copy of the gradients (`gradient_as_bucket_view=False`, the default).
+- DeepSpeed's fp32 gradient copies, which the ZeRO paper's 2Ψ + 2Ψ + 12Ψ does
+  not count (DeepSpeed's own estimators do: 2Ψ + 18Ψ/N for ZeRO-2, 18Ψ/N for
+  ZeRO-3; tests/unit/test_deepspeed_estimators.py).
 - QLoRA dequantises one 4-bit weight at a time to the compute dtype; DoRA
   materialises W + s·BA (fp32) of one target to take its column norm.
 """
@@ -57,8 +61,11 @@ def buffers(spec: ModelSpec, setup: Setup, states: ModelStates, par: Parallelism
             spec.params_lm_head,
         )
         prefetch = ZERO3_PREFETCH_FRACTION * h * h
-        persistent += wb * (largest + prefetch) / setup.tp
-        persistent += min(h * h, n_train_rank) * grad_b
+        gathered = wb * (largest + prefetch) / setup.tp + min(h * h, n_train_rank) * grad_b
+        # Floor: DeepSpeed's own estimator holds one whole layer's 16-bit
+        # parameters and gradients (4 bytes × largest layer) at once.
+        one_layer = (LAYOUTS[setup.precision].weight_bytes + grad_b) * spec.params_per_layer
+        persistent += max(gathered, one_layer / setup.tp)
     if setup.fsdp is not None:
         if setup.fsdp in ("full", "hybrid"):
             persistent += 2 * wb * spec.params_per_layer / setup.tp
@@ -72,8 +79,13 @@ def buffers(spec: ModelSpec, setup: Setup, states: ModelStates, par: Parallelism
             for lin in resolve_lora_targets(spec, setup.lora_targets)
         )
         persistent += 2 * 4 * largest / setup.tp
-    if layout.mixed and setup.shards_optimizer and not setup.is_adapter:
-        if setup.offload_optimizer == "none":
-            # DeepSpeed upcasts this rank's gradient partition to fp32 for the step.
-            step += 4 * n_train_rank / par.shard_degree
+    deepspeed_mixed = layout.mixed and not setup.is_adapter and setup.offload_optimizer == "none"
+    if deepspeed_mixed and setup.zero_stage in (1, 2):
+        # DeepSpeed upcasts this rank's gradient partition to fp32 for the step
+        # (stage_1_and_2.py; its estimator counts these "4_grads_32bit").
+        step += 4 * n_train_rank / par.shard_degree
+    if deepspeed_mixed and setup.zero_stage == 3:
+        # ZeRO-3 accumulates the gradient partition in fp32 (grad_accum_dtype), not
+        # the 16-bit partition the ZeRO paper counts: 2 bytes per parameter more.
+        persistent += 2 * n_train_rank / par.shard_degree
     return Buffers(persistent_bytes=round(persistent), optimizer_step_bytes=round(step))

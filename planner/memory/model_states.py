@@ -81,7 +81,9 @@ def _optimizer_state_elems(spec: ModelSpec, setup: Setup, n_trainable: int) -> f
             vectors += lin.count * (setup.lora_rank + lin.in_features)  # A: r × in
             vectors += lin.count * (lin.out_features + setup.lora_rank)  # B: out × r
         return vectors * spec.num_layers / n_trainable
-    layer_vectors = sum(lin.count * (lin.in_features + lin.out_features) for lin in layer_linears(spec))
+    layer_vectors = sum(
+        lin.count * (lin.in_features + lin.out_features) for lin in layer_linears(spec)
+    )
     non_matrix = spec.params_per_layer - spec.linear_params_per_layer
     layers = spec.num_layers if setup.method == "full" else setup.freeze_trainable_layers
     vectors = layers * (layer_vectors + non_matrix)
@@ -132,6 +134,10 @@ def model_states(spec: ModelSpec, cluster: ClusterSpec, setup: Setup) -> ModelSt
     # Gradients: only trainable parameters.
     grads_full = n_train * train_layout.grad_bytes / mp
     grads = grads_full / par.shard_degree if setup.shards_gradients else grads_full
+    if setup.offload_optimizer != "none" and setup.shards_gradients:
+        # ZeRO-Offload streams each reduced gradient bucket into the host's fp32
+        # partition; no gradient partition stays on the GPU (buckets: buffers.py).
+        grads = 0.0
 
     # Optimizer: fp32 master (mixed precision, not adapters) + states.
     state_elems = _optimizer_state_elems(spec, setup, n_train)

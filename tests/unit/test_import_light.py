@@ -1,0 +1,41 @@
+"""planner/, launcher/ and recipes.schema import without torch, transformers or textual."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+HEAVY = ("torch", "transformers", "textual", "peft", "trl", "deepspeed")
+
+
+def _loaded_after(code: str) -> set[str]:
+    script = f"{code}\nimport sys\nprint(' '.join(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    return set(out.split())
+
+
+def test_core_packages_do_not_import_heavy_libraries() -> None:
+    modules = _loaded_after(
+        "import pkgutil, importlib, planner, planner.memory, launcher\n"
+        "for pkg in (planner, planner.memory):\n"
+        "    for m in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        importlib.import_module(m.name)\n"
+        "import recipes.schema"
+    )
+    assert "planner.trace" in modules or "planner.search" in modules
+    assert "recipes.schema" in modules
+    leaked = [m for m in HEAVY if m in modules]
+    assert leaked == [], f"heavy imports leaked: {leaked}"
+
+
+def test_plan_command_path_stays_light() -> None:
+    modules = _loaded_after(
+        "from tuneboard import cli, cli_plan, render_plan\n"
+        "import planner.search, planner.models, planner.cluster, planner.report"
+    )
+    leaked = [m for m in HEAVY if m in modules]
+    assert leaked == [], f"heavy imports leaked into the plan path: {leaked}"

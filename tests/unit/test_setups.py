@@ -1,0 +1,96 @@
+"""Enumeration of setups and the validation of impossible combinations."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.cluster import build_cluster
+from planner.errors import PlannerInputError
+from planner.models import resolve_model
+from planner.search import make_plan
+from planner.setups import Constraints, enumerate_setups
+
+
+def test_pinning_every_dimension_yields_one_candidate() -> None:
+    spec = resolve_model("llama-2-7b")
+    cluster = build_cluster("8xA800")
+    c = Constraints(
+        method="lora",
+        precision="bf16-mixed",
+        optimizer="adamw",
+        zero_stage=2,
+        offload_optimizer="none",
+        gradient_checkpointing=True,
+        micro_batch_size=4,
+    )
+    setups = enumerate_setups(c, spec, cluster)
+    assert len(setups) == 1
+    only = setups[0]
+    assert (only.method, only.zero_stage, only.micro_batch_size) == ("lora", 2, 4)
+    assert only.gradient_checkpointing
+
+
+def test_open_dimensions_are_enumerated() -> None:
+    spec = resolve_model("llama-2-7b")
+    cluster = build_cluster("8xA800")
+    setups = enumerate_setups(Constraints(method="full"), spec, cluster)
+    stages = {s.zero_stage for s in setups}
+    assert stages == {0, 1, 2, 3}
+    assert {s.micro_batch_size for s in setups} == {1, 2, 4, 8, 16}
+    assert any(s.offload_params == "cpu" for s in setups)
+    assert all(s.offload_params == "none" for s in setups if s.zero_stage != 3)
+    assert len({s for s in setups}) == len(setups)
+
+
+def test_fsdp_pins_replace_zero() -> None:
+    spec = resolve_model("llama-2-7b")
+    cluster = build_cluster("2x8xA800")
+    setups = enumerate_setups(Constraints(method="full", fsdp="hybrid"), spec, cluster)
+    assert {s.fsdp for s in setups} == {"hybrid"}
+    assert {s.zero_stage for s in setups} == {None}
+
+
+@pytest.mark.parametrize(
+    ("model", "gpus", "constraints", "needle"),
+    [
+        ("opt-66b", "24xA800", Constraints(pp=24), "--pp 24 does not divide opt-66b's 64 layers"),
+        ("llama-2-7b", "8xA800", Constraints(zero_stage=2, offload_params="cpu"), "needs ZeRO-3"),
+        (
+            "llama-2-7b",
+            "8xA800",
+            Constraints(zero_stage=0, offload_optimizer="cpu"),
+            "ZeRO-1, 2 or 3",
+        ),
+        (
+            "llama-2-7b",
+            "8xA800",
+            Constraints(micro_batch_size=-1),
+            "--micro-batch must be a positive integer, got -1",
+        ),
+        (
+            "llama-2-7b",
+            "8xA800",
+            Constraints(seq_len=0),
+            "--seq-len must be a positive integer, got 0",
+        ),
+        ("llama-2-7b", "8xA800", Constraints(zero_stage=2, fsdp="full"), "pick one"),
+        ("llama-2-7b", "8xA800", Constraints(zero_stage=5), "--zero must be one of"),
+        ("llama-2-7b", "8xA800", Constraints(tp=3), "--tp 3 must divide"),
+        ("llama-2-7b", "8xV100", Constraints(precision="bf16-mixed"), "no bf16"),
+        ("llama-2-7b", "8xA800", Constraints(global_batch_size=12, micro_batch_size=1), "multiple"),
+        ("llama-2-7b", "8xA800", Constraints(method="lora", lora_targets="qq_proj"), "qq_proj"),
+    ],
+)
+def test_impossible_combinations(
+    model: str, gpus: str, constraints: Constraints, needle: str
+) -> None:
+    with pytest.raises(PlannerInputError) as err:
+        make_plan(resolve_model(model), build_cluster(gpus), constraints)
+    assert needle in str(err.value)
+
+
+def test_pp_that_divides_is_accepted() -> None:
+    plan = make_plan(
+        resolve_model("opt-66b"), build_cluster("24xA800"), Constraints(pp=8, method="full")
+    )
+    assert all(c.setup.pp == 8 for c in plan.candidates)
