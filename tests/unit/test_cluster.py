@@ -26,7 +26,7 @@ def test_gpus_forms(text: str, gpu: str, nodes: int, per_node: int) -> None:
 
 
 def test_gpus_per_node_option() -> None:
-    g, n, p = parse_gpus("24xA800", gpus_per_node=4)
+    _gpu, n, p = parse_gpus("24xA800", gpus_per_node=4)
     assert (n, p) == (6, 4)
 
 

@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -49,7 +50,7 @@ def test_bad_local_config(tmp_path: Path) -> None:
         resolve_model(str(bad))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(PlannerInputError, match="no config.json"):
+    with pytest.raises(PlannerInputError, match=r"no config\.json"):
         resolve_model(str(empty))
 
 
@@ -80,7 +81,7 @@ def test_unknown_model_suggests_close_names() -> None:
 
 
 class _ConfigHandler(http.server.BaseHTTPRequestHandler):
-    seen_auth: list[str] = []
+    seen_auth: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         self.seen_auth.append(self.headers.get("Authorization", ""))
