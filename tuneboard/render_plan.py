@@ -27,6 +27,13 @@ def _rate(tokens_per_s: float) -> str:
     return f"{tokens_per_s:.0f}"
 
 
+def _count(n: float) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return f"{n:.0f}"
+
+
 def _duration(seconds: float) -> str:
     if seconds >= 86400:
         return f"{seconds / 86400:.1f} d"
@@ -169,7 +176,7 @@ def render_plan(
         )
         train_time = data["candidates"][plan.recommended]["train_time_s"]
         if train_time is not None:
-            con.print(f"  {data['train_tokens']:.3g} tokens in ~{_duration(train_time)}")
+            con.print(f"  {_count(data['train_tokens'])} tokens in ~{_duration(train_time)}")
         for note in rec.notes:
             con.print(f"  [yellow]note:[/] {note}")
     if plan.rejected:

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up a test environment from scratch and run every check: lint, format, types, tests.
+#   ./scripts/test.sh            (CI runs exactly this via .ci/run)
+# The CPU build of torch goes in first so that deepspeed/bitsandbytes do not pull
+# a multi-GB CUDA build; the training stack then installs on top of it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${TUNEBOARD_TEST_VENV:-.venv}"
+PY="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q "torch==2.13.0"
+"$VENV/bin/pip" install -q -e ".[train,dev]"
+
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+"$VENV/bin/mypy"
+"$VENV/bin/python" -m pytest -q -n 2 "$@"
