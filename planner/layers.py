@@ -25,6 +25,7 @@ class Linear:
     out_features: int
     count: int = 1
     expert: bool = False  # an expert MLP of an MoE layer (a token uses top-k of them)
+    is_module: bool = True  # an nn.Linear (PEFT targets it, bitsandbytes quantizes it)
 
 
 #: transformers module names per role, by family. Anything not listed uses llama names.
@@ -62,7 +63,6 @@ NAMES: dict[str, dict[str, str]] = {
         "down": "down_proj",
     },
 }
-MIXTRAL_EXPERT_NAMES = {"gate": "w1", "up": "w3", "down": "w2"}
 
 ROLE_GROUPS: dict[str, tuple[str, ...]] = {
     "attention": ("q", "k", "v", "o", "qkv"),
@@ -92,15 +92,20 @@ def layer_linears(spec: ModelSpec) -> list[Linear]:
         return out
     experts = spec.num_experts
     expert = experts > 1
+    # transformers 5 keeps MoE experts (and Mixtral's router) as 3D nn.Parameters,
+    # not nn.Linear: bitsandbytes leaves them in 16-bit (and PEFT's kbit preparation
+    # then upcasts them to fp32); see modeling_mixtral.py, MixtralExperts.
+    module = not expert
     if expert:
-        out.append(Linear("router", names.get("router", "gate"), h, experts))
-    exp_names = MIXTRAL_EXPERT_NAMES if spec.model_type == "mixtral" else names
-    if "gate_up" in names:
-        out.append(Linear("gate_up", names["gate_up"], h, 2 * i, experts, expert))
+        out.append(Linear("router", names.get("router", "gate"), h, experts, is_module=False))
+    exp_names = names
+    if "gate_up" in names or expert:
+        name = names.get("gate_up", "gate_up_proj")
+        out.append(Linear("gate_up", name, h, 2 * i, experts, expert, module))
     else:
-        out.append(Linear("gate", exp_names["gate"], h, i, experts, expert))
-        out.append(Linear("up", exp_names["up"], h, i, experts, expert))
-    out.append(Linear("down", exp_names["down"], i, h, experts, expert))
+        out.append(Linear("gate", exp_names["gate"], h, i, experts, expert, module))
+        out.append(Linear("up", exp_names["up"], h, i, experts, expert, module))
+    out.append(Linear("down", exp_names["down"], i, h, experts, expert, module))
     return out
 
 
@@ -111,6 +116,8 @@ def resolve_lora_targets(spec: ModelSpec, targets: str) -> list[Linear]:
     head), `attention`, `mlp`, or a comma list of module names (`q_proj,v_proj`)
     or roles (`q,v`).
     """
+    # PEFT >= 0.17 also wraps MoE expert tensors (`target_parameters`), so
+    # all-linear reaches them even where they are not nn.Linear.
     linears = layer_linears(spec)
     text = targets.strip().lower()
     if text in ("all-linear", "all_linear", "all"):
@@ -146,7 +153,10 @@ def adapter_params(spec: ModelSpec, setup: Setup) -> int:
         return 0
     per_layer = 0
     for lin in resolve_lora_targets(spec, setup.lora_targets):
-        one = setup.lora_rank * (lin.in_features + lin.out_features)
+        rank = setup.lora_rank
+        if lin.expert and lin.role == "gate_up":
+            rank *= 2  # PEFT's ParamWrapper gives fused gate_up experts rank 2r (r each)
+        one = rank * (lin.in_features + lin.out_features)
         if setup.method == "dora":
             one += lin.out_features
         per_layer += one * lin.count
@@ -167,6 +177,12 @@ def trainable_params(spec: ModelSpec, setup: Setup) -> int:
 
 
 def quantizable_params(spec: ModelSpec) -> int:
-    """Weights bitsandbytes replaces with 4-bit ones: every nn.Linear in the decoder
-    layers (transformers' `get_keys_to_not_convert` keeps the output head in 16-bit)."""
-    return spec.num_layers * spec.linear_params_per_layer
+    """Weights bitsandbytes replaces with 4-bit ones: the weight of every nn.Linear in
+    the decoder layers (transformers' `get_keys_to_not_convert` keeps the output head
+    in 16-bit; biases stay unquantized; MoE experts are not nn.Linear in transformers 5)."""
+    per_layer = sum(
+        lin.in_features * lin.out_features * lin.count
+        for lin in layer_linears(spec)
+        if lin.is_module
+    )
+    return spec.num_layers * per_layer
