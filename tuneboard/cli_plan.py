@@ -159,6 +159,9 @@ def plan(
         str | None,
         typer.Option(help="Tokens to train on (e.g. 2B = epochs × dataset): prints the time"),
     ] = None,
+    epochs: Annotated[
+        float, typer.Option(help="Passes over --train-tokens (time = epochs × tokens / tokens/s)")
+    ] = 1.0,
     show_all: Annotated[bool, typer.Option("--all", help="Show every candidate")] = False,
     top: Annotated[int, typer.Option(help="Rows to show without --all")] = 12,
     as_json: Annotated[
@@ -213,6 +216,10 @@ def plan(
         pp=pp,
     )
     tokens = _parse_count(train_tokens, "--train-tokens")
+    if epochs <= 0:
+        raise PlannerInputError(f"--epochs must be positive, got {epochs}")
+    if tokens is not None:
+        tokens *= epochs
     result = make_plan(spec, cluster, constraints)
     data: dict[str, Any] = plan_to_dict(result, tokens)
     if write is not None:
