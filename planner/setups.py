@@ -36,6 +36,7 @@ DEFAULT_MICRO_BATCHES: tuple[int, ...] = (1, 2, 4, 8, 16)
 DEFAULT_SEQ_LEN = 2048
 DEFAULT_LORA_RANK = 16
 DEFAULT_LORA_TARGETS = "all-linear"
+DEFAULT_LORA_DROPOUT = 0.05
 #: LLaMA-Factory's `freeze_trainable_layers` default: the last 2 decoder layers train.
 DEFAULT_FREEZE_TRAINABLE_LAYERS = 2
 
@@ -61,6 +62,7 @@ class Setup:
     attention: Attention = "sdpa"
     lora_rank: int = DEFAULT_LORA_RANK
     lora_targets: str = DEFAULT_LORA_TARGETS
+    lora_dropout: float = DEFAULT_LORA_DROPOUT
     freeze_trainable_layers: int = DEFAULT_FREEZE_TRAINABLE_LAYERS
 
     @property
@@ -119,6 +121,7 @@ class Constraints:
     global_batch_size: int | None = None
     lora_rank: int = DEFAULT_LORA_RANK
     lora_targets: str = DEFAULT_LORA_TARGETS
+    lora_dropout: float = DEFAULT_LORA_DROPOUT
     fused_ce: bool = False
     attention: Attention = "sdpa"
     tp: int = 1
@@ -139,6 +142,8 @@ def validate_constraints(c: Constraints, model: ModelSpec, cluster: ClusterSpec)
     _require_positive("--lora-rank", c.lora_rank)
     _require_positive("--tp", c.tp)
     _require_positive("--pp", c.pp)
+    if not 0.0 <= c.lora_dropout < 1.0:
+        raise PlannerInputError(f"--lora-dropout must be in [0, 1), got {c.lora_dropout}")
     if c.zero_stage is not None and c.zero_stage not in (0, 1, 2, 3):
         raise PlannerInputError(f"--zero must be one of 0, 1, 2, 3, got {c.zero_stage}")
     if c.zero_stage is not None and c.fsdp is not None:
@@ -281,6 +286,7 @@ def enumerate_setups(c: Constraints, model: ModelSpec, cluster: ClusterSpec) -> 
                                 attention=c.attention,
                                 lora_rank=c.lora_rank,
                                 lora_targets=c.lora_targets,
+                                lora_dropout=c.lora_dropout,
                             )
                         )
     if not out:

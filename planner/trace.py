@@ -40,8 +40,10 @@ How it is done, and why:
   (`_cast_input_dtype`), which shows up in the activations.
 * ``optimizer="adamw"`` is ``torch.optim.AdamW(foreach=False, fused=False)``, the
   single-tensor path: its step makes two temporaries the size of the parameter being
-  updated (``sqrt`` and ``div`` of ``exp_avg_sq``), so its transient is 2x the *largest*
-  trainable parameter, in the parameter's dtype, whatever the number of parameters. It is
+  updated (``sqrt`` and ``div`` of ``exp_avg_sq``) while the previous parameter's
+  ``denom`` is still bound to the loop variable, so its transient is
+  ``max_i(2 * bytes(p_i) + bytes(p_{i-1}))`` in ``model.parameters()`` order (about 2x the
+  largest parameter, usually the embedding), whatever the number of parameters. It is
   the default because it runs the same on every torch the project supports and on fake
   and real CPU tensors alike, and because its transient is small and easy to model; the
   state (``exp_avg``, ``exp_avg_sq`` in the parameter dtype, a 4-byte ``step`` per tensor)

@@ -147,6 +147,9 @@ def plan(
     lora_targets: Annotated[
         str, typer.Option(help="all-linear | attention | mlp | q_proj,v_proj,...")
     ] = "all-linear",
+    lora_dropout: Annotated[
+        float, typer.Option(help="LoRA dropout (adds a mask per input)")
+    ] = 0.05,
     fused_ce: Annotated[
         bool, typer.Option("--fused-ce", help="Liger-style fused linear cross-entropy")
     ] = False,
@@ -210,6 +213,7 @@ def plan(
         global_batch_size=global_batch,
         lora_rank=lora_rank,
         lora_targets=lora_targets,
+        lora_dropout=lora_dropout,
         fused_ce=fused_ce,
         attention=_choice(attention, ATTENTIONS, "--attention") or "sdpa",
         tp=tp,

@@ -36,7 +36,10 @@ def recipe_from_plan(plan: Plan) -> Recipe:
         method=MethodSection(
             kind=s.method,
             lora=LoraSection(
-                rank=s.lora_rank, alpha=2 * s.lora_rank, target_modules=s.lora_targets
+                rank=s.lora_rank,
+                alpha=2 * s.lora_rank,
+                dropout=s.lora_dropout,
+                target_modules=s.lora_targets,
             ),
             freeze_trainable_layers=s.freeze_trainable_layers,
         ),

@@ -1,40 +1,49 @@
 """Activations saved for backward, and the logits / loss peak, per GPU.
 
-Counted tensor by tensor from what autograd saves in the transformers
-implementation (transformers 5.x, `modeling_llama.py` and kin), the way
-Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
-Models", §4.1, eq. 1: 34·s·b·h + 5·a·s²·b per layer) count Megatron's GPT. The
-HF code differs from Megatron's in ways that matter, so every tensor is listed:
+Counted tensor by tensor from what autograd saves in the transformers 5
+implementations (`modeling_llama.py` and kin), the way Korthikanti et al. 2022
+("Reducing Activation Recomputation in Large Transformer Models", §4.1, eq. 1)
+count Megatron's GPT. Autograd saves a tensor only when a gradient needs it, so
+what a layer saves depends on what trains (`LayerMode`): a frozen linear saves
+nothing (its input gradient needs only its weight), a frozen norm weight saves no
+normalised copy, and a layer whose input and weights need no gradient saves
+nothing at all (the frozen bottom of `freeze`, LoRA's first norm).
 
-Per decoder layer and token, e = bytes of the compute dtype, h hidden, i MLP
-width, a/kv query/key-value heads, d head dim:
-- RMSNorm (×2): the fp32 upcast of its input (4h, saved by pow and mul) and the
-  normalised output in the compute dtype (e·h, saved by the weight multiply and
-  by the next linears). LayerNorm: its input (e·h) + output (e·h) + mean/rstd (8).
-- attention, sdpa/flash: q and k after RoPE, v (e·(a + 2kv)·d), the kernel's
-  output (e·a·d) and its contiguous transpose fed to o_proj (e·a·d), the fp32
-  log-sum-exp (4a). Eager adds the fp32 softmax (4·a·s) and its cast (e·a·s),
-  and materialises repeat_kv for GQA.
-- gated MLP (SwiGLU): gate, up, act(gate), act·up (4·e·i). Plain MLP: fc1's
-  output and act's output (2·e·i; ReLU shares one: e·i).
+Per decoder layer and token (e = compute-dtype bytes, h hidden, i MLP width,
+a / kv query / key-value heads, d head dim, s sequence length):
+- RMSNorm: its fp32 upcast (4h, if its input needs a gradient), the normalised
+  16-bit copy (e·h, if the norm weight trains), its output (e·h, saved by the
+  next linears if they train). LayerNorm: its input (e·h) + mean/rstd (8), output.
+- attention, sdpa / flash: q, k after RoPE and v (e·(a + 2kv)·d; transformers
+  passes enable_gqa instead of repeat_kv when there is no mask), the output
+  (e·a·d; o_proj reads it through a transpose view), the fp32 log-sum-exp (4a).
+  Eager: q and repeat_kv'd k, v, the fp32 softmax (4·a·s) and its cast (e·a·s),
+  the transposed output copy if o_proj trains.
+- gated MLP (SwiGLU): gate (saved by SiLU), act(gate) and up (by the multiply),
+  and their product if down_proj trains (3-4 × e·i). ReLU MLP (OPT): one e·i.
+  GELU MLP (Bloom): its input, and its output if fc2 trains.
+- MoE (transformers 5 Mixtral): fp32 router softmax (4E); per top-k expert, the
+  gathered token (e·h), gate_up (2e·i), act (e·i), product (e·i), output (e·h).
 - dropout with p > 0 on CUDA: a 1-byte mask per element.
-- MoE (Mixtral): the router logits (e·E) and fp32 routing weights (4E), and for
-  each of the top-k experts a gathered copy of the token (e·h), the expert MLP
-  (4·e·i) and the weighted output (e·h).
-- LoRA per targeted linear: PEFT casts the input to the adapter's dtype
-  (`_cast_input_dtype`, fp32) and lora_A saves that copy (4·in; under autocast
-  the saved copy is the 16-bit recast, e·in), lora_A's output (4r); dropout > 0
-  adds its output and mask. DoRA also saves the base output and the lora output
-  (e·out + 4·out).
-Gradient checkpointing (HF, one checkpoint per decoder layer): each layer keeps
-its input (e·h); one layer is recomputed at a time in backward.
+- LoRA per target (PEFT 0.21 `lora.Linear.forward`): the input cast to the
+  adapter's dtype, which lora_A saves (4·in, fp32 adapters; under autocast the
+  saved copy is the 16-bit recast, e·in), lora_A's output (4r); dropout > 0 adds
+  a 1-byte mask. DoRA also saves the base output and the LoRA output (e·out + 4·out).
+Gradient checkpointing (HF, one checkpoint per decoder layer): each active layer
+keeps its input (e·h); backward recomputes one layer at a time.
+Backward through a layer holds the gradients of its widest intermediates (≈ 2·e·i
+per token, measured). Both happen after the logits are gone, so they never
+coexist with the logits peak (`overlap_bytes`).
 
-Logits and loss (transformers `ForCausalLMLoss`): the lm_head output (e·V), its
-fp32 upcast (4·V), log_softmax's saved output (4·V) in forward; in backward that
-saved output plus nll_loss's gradient and log_softmax's gradient (3 × 4·V).
-A fused linear cross-entropy (Liger, `LigerFusedLinearCrossEntropyLoss`) never
-holds more than one chunk of c = 2^⌈log2(⌈T / ⌈V/h⌉⌉)⌉ tokens of logits
-(liger_kernel/ops/fused_linear_cross_entropy.py) plus the input gradient (e·T·h).
+Logits and loss (transformers `ForCausalLMLoss`): forward holds the lm_head output
+(e·V), its fp32 upcast (4·V) and log_softmax's saved output (4·V); backward holds
+that saved output, nll_loss's gradient and log_softmax's gradient (3 × 4·V): the
+peak is 12·V per token. A fused linear cross-entropy (Liger,
+`LigerFusedLinearCrossEntropyLoss`) holds one chunk of c = 2^⌈log2(⌈T/⌈V/h⌉⌉)⌉
+tokens of logits (liger_kernel/ops/fused_linear_cross_entropy.py) plus the input
+gradient (e·T·h).
+
+Checked against fake-tensor traces of the real models: tests/integration/test_planner_vs_trace.py.
 """
 
 from __future__ import annotations
@@ -49,17 +58,31 @@ from planner.specs import ModelSpec
 
 #: Bloom's ALiBi attention has no sdpa/flash path in transformers: always eager.
 EAGER_ONLY_MODEL_TYPES = frozenset({"bloom"})
-#: Dropout probability in the default configs of these families (OPT: 0.1).
+#: Hidden dropout in the default configs of these families (OPT: 0.1).
 HIDDEN_DROPOUT = {"opt": 0.1}
+
+
+@dataclass(frozen=True)
+class LayerMode:
+    """What needs a gradient in one decoder layer."""
+
+    weights_trainable: bool  # the layer's own weights train (full; freeze's top layers)
+    adapters: bool  # LoRA / DoRA adapters on its linears
+    input_requires_grad: bool  # the hidden state coming in carries a gradient
+
+    @property
+    def active(self) -> bool:
+        return self.weights_trainable or self.adapters or self.input_requires_grad
 
 
 @dataclass(frozen=True)
 class ActivationEstimate:
     """Bytes on one GPU for one micro-batch."""
 
-    per_layer_bytes: int  # saved by one decoder layer without checkpointing
-    activations_bytes: int  # all layers' saved activations at the end of forward
+    per_layer_bytes: int  # saved by the busiest decoder layer without checkpointing
+    activations_bytes: int  # saved at the end of forward (+ one recomputed layer with ckpt)
     logits_bytes: int  # peak of the logits / loss tensors (forward or backward)
+    overlap_bytes: int  # part of the two above that never coexists (checkpointing)
     tokens: int  # micro_batch · seq_len
 
 
@@ -69,68 +92,113 @@ def attention_kind(spec: ModelSpec, setup: Setup) -> str:
     return setup.attention
 
 
-def layer_bytes_per_token(spec: ModelSpec, setup: Setup) -> float:
+def layer_modes(spec: ModelSpec, setup: Setup) -> list[LayerMode]:
+    """One LayerMode per decoder layer, bottom to top."""
+    n = spec.num_layers
+    if setup.method == "full":
+        return [LayerMode(True, False, True)] * n
+    if setup.method == "freeze":
+        first = n - setup.freeze_trainable_layers
+        return [LayerMode(i >= first, False, i > first) for i in range(n)]
+    # Adapters: the embedding output carries no gradient, unless checkpointing makes
+    # PEFT call enable_input_require_grads().
+    return [LayerMode(False, True, i > 0 or setup.gradient_checkpointing) for i in range(n)]
+
+
+def _norm_bytes(spec: ModelSpec, e: int, in_rg: bool, weight_trains: bool) -> float:
+    h = spec.hidden_size
+    if spec.norm_kind == "rms":
+        return (4 * h if in_rg else 0) + (e * h if weight_trains else 0)
+    return e * h + 8 if (in_rg or weight_trains) else 0
+
+
+def layer_bytes_per_token(spec: ModelSpec, setup: Setup, mode: LayerMode) -> float:
     """Bytes one decoder layer saves for backward, per token (see the module docstring)."""
+    if not mode.active:
+        return 0.0
     e = LAYOUTS[setup.precision].activation_bytes
     h = spec.hidden_size
     a, kv, d = spec.num_attention_heads, spec.num_key_value_heads, spec.head_dim
     i = spec.intermediate_size
-    s = setup.seq_len
+    wt = mode.weights_trainable
 
-    norm = (4 + e) * h if spec.norm_kind == "rms" else 2 * e * h + 8
-    total = 2 * norm
-
-    kind = attention_kind(spec, setup)
-    kv_saved = kv
-    if kind == "eager":
-        kv_saved = a  # repeat_kv copies are what the matmuls save
-        total += (4 + e) * a * s  # fp32 softmax probabilities + their cast
+    total = _norm_bytes(spec, e, mode.input_requires_grad, wt)
+    total += e * h if wt else 0  # norm output, saved by the trainable q/k/v
+    if attention_kind(spec, setup) == "eager":
+        total += e * (a + 2 * a) * d  # q and the repeat_kv'd k, v saved by the matmuls
+        total += (4 + e) * a * setup.seq_len  # fp32 softmax + its 16-bit cast
+        total += e * a * d if wt else 0  # transposed output copy saved by o_proj
     else:
-        total += 4 * a  # log-sum-exp
-    total += e * (a + 2 * kv_saved) * d  # q, k, v
-    total += 2 * e * a * d  # kernel output + contiguous transpose
+        total += e * (a + 2 * kv) * d + e * a * d + 4 * a  # q, k, v, output, lse
+
+    # post-attention norm: its input is the residual sum, which carries a gradient
+    total += _norm_bytes(spec, e, True, wt)
+    total += e * h if wt else 0  # its output, saved by the trainable MLP input linears
 
     if spec.mlp_kind == "gated":
-        mlp = 4 * e * i
+        mlp = 3 * e * i + (e * i if wt else 0)
+    elif spec.model_type == "opt":
+        mlp = e * i  # ReLU saves its output, which fc2 also reads
     else:
-        mlp = (1 if spec.model_type == "opt" else 2) * e * i  # ReLU saves one tensor
+        mlp = e * i + (e * i if wt else 0)
     if spec.is_moe:
         k = spec.experts_per_token
-        total += (e + 4) * spec.num_experts + k * (mlp + 2 * e * h)
+        total += 4 * spec.num_experts + k * (4 * e * i + 2 * e * h)
     else:
         total += mlp
 
     if HIDDEN_DROPOUT.get(spec.model_type, 0.0) > 0:
         total += 2 * h  # two 1-byte masks (after attention, after the MLP)
 
-    if setup.is_adapter:
-        adapter_input = 4 if not LAYOUTS[setup.precision].mixed else e
+    if mode.adapters:
+        adapter_input = e if LAYOUTS[setup.precision].mixed else 4
         for lin in resolve_lora_targets(spec, setup.lora_targets):
-            n = lin.count if not lin.expert else spec.experts_per_token
+            n = spec.experts_per_token if lin.expert else lin.count
             one = adapter_input * lin.in_features + 4 * setup.lora_rank
+            if setup.lora_dropout > 0:
+                one += lin.in_features  # CUDA dropout's 1-byte mask
             if setup.method == "dora":
                 one += (e + 4) * lin.out_features
             total += n * one
-    return total
+    return float(total)
+
+
+def _final_norm_bytes(spec: ModelSpec, setup: Setup) -> float:
+    """Per token: the final norm (trains only in full fine-tuning) and lm_head's input."""
+    e = LAYOUTS[setup.precision].activation_bytes
+    full = setup.method == "full"
+    return _norm_bytes(spec, e, True, full) + (e * spec.hidden_size if full else 0)
 
 
 def activation_estimate(spec: ModelSpec, setup: Setup) -> ActivationEstimate:
     """Saved activations and the logits peak for one micro-batch on one GPU."""
     e = LAYOUTS[setup.precision].activation_bytes
     tokens = setup.micro_batch_size * setup.seq_len
-    per_layer_token = layer_bytes_per_token(spec, setup)
-    layers = spec.num_layers  # PP: the first stage holds pp micro-batches of L/pp layers
-    final_norm = (4 + e) * spec.hidden_size if spec.norm_kind == "rms" else 2 * e * spec.hidden_size
+    modes = layer_modes(spec, setup)
+    per_layer = [layer_bytes_per_token(spec, setup, m) for m in modes]
+    busiest = max(per_layer)
+    final = _final_norm_bytes(spec, setup)
+    # TP (Megatron, with sequence parallelism) divides all of it; PP's first stage
+    # holds pp micro-batches of L/pp layers, the same as L layers of one.
+    scale = tokens / setup.tp
+    logits = logits_bytes(spec, setup, tokens)
+    # Backward through the top layer holds gradients of its widest intermediates
+    # (the MLP's: about 2·e·i per token, measured on traces) on top of what is saved.
+    width = spec.intermediate_size * (spec.experts_per_token if spec.is_moe else 1)
+    transient = 2 * e * width * scale
     if setup.gradient_checkpointing:
-        # Each layer keeps its input; backward recomputes one layer at a time.
-        per_token = layers * e * spec.hidden_size + per_layer_token + final_norm
+        kept = sum(e * spec.hidden_size for m in modes if m.active)
+        recompute = busiest * scale
+        acts = (kept + final) * scale + recompute + transient
+        overlap = min(recompute + transient, logits)
     else:
-        per_token = layers * per_layer_token + final_norm
-    acts = per_token * tokens / setup.tp  # Megatron sequence parallelism divides all of it
+        acts = (sum(per_layer) + final) * scale + transient
+        overlap = min(transient, logits)
     return ActivationEstimate(
-        per_layer_bytes=round(per_layer_token * tokens / setup.tp),
+        per_layer_bytes=round(busiest * scale),
         activations_bytes=round(acts),
-        logits_bytes=round(logits_bytes(spec, setup, tokens)),
+        logits_bytes=round(logits),
+        overlap_bytes=round(overlap),
         tokens=tokens,
     )
 
@@ -140,10 +208,8 @@ def logits_bytes(spec: ModelSpec, setup: Setup, tokens: int) -> float:
     e = LAYOUTS[setup.precision].activation_bytes
     v = spec.vocab_size / setup.tp  # vocab-parallel lm_head under TP
     if setup.fused_ce:
-        chunk: int = 2 ** math.ceil(
-            math.log2(max(1, math.ceil(tokens / math.ceil(v / spec.hidden_size))))
-        )
-        chunk = min(chunk, tokens)
+        per_chunk = math.ceil(tokens / math.ceil(v / spec.hidden_size))
+        chunk: int = min(tokens, 2 ** math.ceil(math.log2(max(1, per_chunk))))
         return chunk * v * (e + 4) + e * tokens * spec.hidden_size
     upcast = 4 if e != 4 else 0
     forward = tokens * v * (e + upcast + 4)

@@ -61,6 +61,14 @@ class MemoryBreakdown:
         return self.host.cpu_bytes <= self.usable_host_bytes
 
 
+def _lm_head_grad_bytes(spec: ModelSpec, setup: Setup, grads_full_bytes: int) -> int:
+    """Gradient of the output head (tied: the embedding), when it trains."""
+    if setup.method != "full" or spec.params_total == 0:
+        return 0
+    head = spec.params_lm_head or spec.params_embedding
+    return round(grads_full_bytes * head / spec.params_total)
+
+
 def gradient_accumulation(cluster: ClusterSpec, setup: Setup) -> int | None:
     if setup.global_batch_size is None:
         return None
@@ -77,10 +85,18 @@ def estimate_memory(spec: ModelSpec, cluster: ClusterSpec, setup: Setup) -> Memo
 
     base = states.weights_bytes + states.optimizer_bytes + buf.persistent_bytes
     grads_during_forward = states.gradients_bytes if (setup.shards_gradients or ga != 1) else 0
-    at_forward = base + acts.activations_bytes + acts.logits_bytes + grads_during_forward
+    saved = acts.activations_bytes + acts.logits_bytes - acts.overlap_bytes
+    at_forward = base + saved + grads_during_forward
+    # First step of backward: the lm_head's gradient appears while every layer's
+    # activations are still alive (matters for short sequences and big vocabularies).
+    at_head = base + acts.activations_bytes + grads_during_forward
+    if not grads_during_forward:
+        at_head += _lm_head_grad_bytes(spec, setup, states.gradients_full_bytes)
     at_step = base + states.gradients_bytes + buf.optimizer_step_bytes
-    phase: PeakPhase = "forward-backward" if at_forward >= at_step else "optimizer-step"
-    tensor_peak = max(at_forward, at_step)
+    phase: PeakPhase = (
+        "forward-backward" if max(at_forward, at_head) >= at_step else "optimizer-step"
+    )
+    tensor_peak = max(at_forward, at_head, at_step)
     dynamic = (
         acts.activations_bytes + acts.logits_bytes + states.gradients_bytes + buf.persistent_bytes
     )

@@ -79,6 +79,14 @@ def buffers(spec: ModelSpec, setup: Setup, states: ModelStates, par: Parallelism
             for lin in resolve_lora_targets(spec, setup.lora_targets)
         )
         persistent += 2 * 4 * largest / setup.tp
+    if not setup.shards_optimizer and setup.offload_optimizer == "none":
+        # torch.optim.AdamW's single-tensor step: sqrt and div of the largest state
+        # tensor (the embedding for full fine-tuning) exist at once.
+        largest = spec.params_lm_head or spec.params_embedding
+        if setup.method != "full":
+            largest = min(largest, round(n_train_rank))
+        state_b = ADAPTER.state_bytes if setup.is_adapter else layout.state_bytes
+        step += 2 * largest * state_b / setup.tp
     deepspeed_mixed = layout.mixed and not setup.is_adapter and setup.offload_optimizer == "none"
     if deepspeed_mixed and setup.zero_stage in (1, 2):
         # DeepSpeed upcasts this rank's gradient partition to fp32 for the step

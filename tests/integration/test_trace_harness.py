@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from planner.trace import TraceResult, trace_training_step  # noqa: E402
+from planner.trace import LiveBytesCounter, TraceResult, trace_training_step  # noqa: E402
 
 SMALL_LLAMA: dict[str, Any] = {
     "model_type": "llama",
@@ -132,3 +132,54 @@ def test_lora_counts_equal_peft() -> None:
 def test_rejects_unknown_method() -> None:
     with pytest.raises(ValueError, match="method"):
         trace_training_step(SMALL_LLAMA, method="qlora", seq_len=SEQ, micro_batch=BATCH)
+
+
+def test_gqa_under_sdpa_does_not_materialise_repeat_kv() -> None:
+    """No mask, so transformers passes enable_gqa: k and v are saved at their kv width."""
+    mha = trace_training_step(SMALL_LLAMA, seq_len=SEQ, micro_batch=BATCH)
+    gqa = trace_training_step(
+        {**SMALL_LLAMA, "num_key_value_heads": 1}, seq_len=SEQ, micro_batch=BATCH
+    )
+    tokens, layers, hidden = SEQ * BATCH, SMALL_LLAMA["num_hidden_layers"], 256
+    head_dim = hidden // SMALL_LLAMA["num_attention_heads"]
+    # saved per layer: k and v (bf16) at the kv width instead of the full width
+    saved_less = layers * tokens * 2 * 2 * (hidden - head_dim)
+    assert mha.activations_peak_bytes - gqa.activations_peak_bytes == saved_less
+
+
+def _saved_after_forward(config: dict[str, Any], **kwargs: Any) -> int:
+    """Bytes the second forward leaves alive for the backward (loss taken, output dropped)."""
+    live: dict[str, int] = {}
+
+    def on_step(counter: LiveBytesCounter, label: str) -> None:
+        live[label] = counter.live
+
+    trace_training_step(config, seq_len=SEQ, micro_batch=BATCH, on_step=on_step, **kwargs)
+    return live["iter1:backward"] - live["iter1:forward"]
+
+
+def test_lora_dropout_keeps_a_bool_mask_per_adapter_input() -> None:
+    """GPU-like dropout: one byte per element of each adapter's input, nothing else."""
+    plain = _saved_after_forward(SMALL_LLAMA, method="lora")
+    dropped = _saved_after_forward(SMALL_LLAMA, method="lora", lora_dropout=0.1)
+    tokens, layers = SEQ * BATCH, SMALL_LLAMA["num_hidden_layers"]
+    hidden, inter = SMALL_LLAMA["hidden_size"], SMALL_LLAMA["intermediate_size"]
+    # q, k, v, o, gate, up read `hidden` features; down reads `inter`. In the first layer
+    # the input of q, k, v does not require grad (frozen embeddings), so no mask is saved.
+    assert dropped - plain == tokens * (layers * (6 * hidden + inter) - 3 * hidden)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "transient"),
+    [("adamw", "single-tensor"), ("adamw_fused", "none"), ("adamw_foreach", "1x all")],
+)
+def test_optimizer_step_transients(optimizer: str, transient: str) -> None:
+    r = trace_training_step(SMALL_LLAMA, seq_len=SEQ, micro_batch=BATCH, optimizer=optimizer)
+    sizes = [2 * p.numel() for p in _meta_model(SMALL_LLAMA, torch.bfloat16).parameters()]
+    # single-tensor: sqrt and div of this parameter, while the previous one's `denom` is
+    # still bound to the loop's local variable
+    single = max(2 * size + prev for size, prev in zip(sizes, [0, *sizes[:-1]], strict=True))
+    expected = {"single-tensor": single, "none": 0, "1x all": r.gradients_bytes}[transient]
+    inputs = 2 * BATCH * SEQ * 8  # input_ids and labels (int64)
+    steady = r.weights_bytes + r.gradients_bytes + r.optimizer_bytes + inputs
+    assert r.phase_peak_bytes["optimizer"] - steady == expected
