@@ -79,6 +79,11 @@ def _notes(spec: ModelSpec, cluster: ClusterSpec, setup: Setup, mem: MemoryBreak
             "QLoRA: 4-bit NF4 + double quant; embeddings, lm_head and norms in fp32 "
             "(prepare_model_for_kbit_training)"
         )
+    if setup.method == "qlora" and spec.is_moe:
+        notes.append(
+            "QLoRA on MoE: transformers 5 stores experts as 3D tensors, which bitsandbytes "
+            "does not quantize; counted in 16-bit, upcast to fp32 by PEFT"
+        )
     if setup.optimizer == "paged-adamw-8bit":
         notes.append("paged AdamW: states may page to host RAM under pressure (counted on GPU)")
     return notes
