@@ -36,6 +36,12 @@ _SIZE_RE = re.compile(r"([0-9]*\.?[0-9]+)\s*([bBmM])")
 
 def resolve_model(text: str, *, revision: str = "main") -> ModelSpec:
     """Resolve a `--model` value. Raises PlannerInputError naming what would be accepted."""
+    return resolve_model_config(text, revision=revision)[0]
+
+
+def resolve_model_config(text: str, *, revision: str = "main") -> tuple[ModelSpec, dict[str, Any]]:
+    """Like `resolve_model`, also returning the transformers config dict it came from
+    (what `--trace` builds the model from)."""
     value = text.strip()
     if not value:
         raise PlannerInputError(
@@ -43,18 +49,21 @@ def resolve_model(text: str, *, revision: str = "main") -> ModelSpec:
         )
     entry = find_catalog_entry(value)
     if entry is not None:
-        return spec_from_hf_config(
+        spec = spec_from_hf_config(
             entry.config, name=entry.name, source="catalog", hf_id=entry.hf_id, note=entry.note
         )
+        return spec, entry.config_dict()
     path = Path(value).expanduser()
     if path.exists():
-        return spec_from_config_path(path)
+        config = _read_config(path)
+        name = path.name if path.is_dir() else (path.parent.name or path.stem)
+        return spec_from_hf_config(config, name=name, source="config"), config
     size = _SIZE_RE.fullmatch(value)
     if size is not None:
-        return reference_model(value)
+        return reference_model_config(value)
     if re.fullmatch(r"[\w.\-]+/[\w.\-]+", value):
         config = fetch_hub_config(value, revision=revision)
-        return spec_from_hf_config(config, name=value, source="hub", hf_id=value)
+        return spec_from_hf_config(config, name=value, source="hub", hf_id=value), config
     raise PlannerInputError(unknown_model_message(value))
 
 
@@ -75,6 +84,12 @@ def unknown_model_message(value: str) -> str:
 
 
 def spec_from_config_path(path: Path) -> ModelSpec:
+    config = _read_config(path)
+    name = path.name if path.is_dir() else (path.parent.name or path.stem)
+    return spec_from_hf_config(config, name=name, source="config")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
     file = path / "config.json" if path.is_dir() else path
     if not file.is_file():
         raise PlannerInputError(f"--model {str(path)!r}: no config.json in that folder")
@@ -86,8 +101,7 @@ def spec_from_config_path(path: Path) -> ModelSpec:
         ) from None
     if not isinstance(config, dict):
         raise PlannerInputError(f"--model {str(file)!r}: a config.json must hold a JSON object")
-    name = path.name if path.is_dir() else (file.parent.name or file.stem)
-    return spec_from_hf_config(config, name=name, source="config")
+    return config
 
 
 def fetch_hub_config(model_id: str, *, revision: str = "main") -> dict[str, Any]:
@@ -127,6 +141,12 @@ def fetch_hub_config(model_id: str, *, revision: str = "main") -> dict[str, Any]
 
 
 def reference_model(text: str) -> ModelSpec:
+    """A LLaMA-shaped reference architecture of about the given size (see
+    `reference_model_config`)."""
+    return reference_model_config(text)[0]
+
+
+def reference_model_config(text: str) -> tuple[ModelSpec, dict[str, Any]]:
     """A LLaMA-shaped reference architecture of about the given size.
 
     Exact LLaMA-1 sizes (7b, 13b, 30b/33b, 65b) are those models. Other sizes get a
@@ -146,18 +166,18 @@ def reference_model(text: str) -> ModelSpec:
         entry = find_catalog_entry(exact)
         if entry is not None:
             base = spec_from_hf_config(entry.config, name=label, source="size", hf_id=None)
-            return _with_note(
-                base,
+            note = (
                 f"{label} = {entry.name} ({_billions(base.params_total)} params: hidden "
-                f"{base.hidden_size}, {base.num_layers} layers)",
+                f"{base.hidden_size}, {base.num_layers} layers)"
             )
+            return _with_note(base, note), entry.config_dict()
     config = _llama_shape(billions * 1e9)
     spec = spec_from_hf_config(config, name=label, source="size")
-    return _with_note(
-        spec,
+    note = (
         f"{label} = LLaMA-shaped reference, {_billions(spec.params_total)} params: hidden "
-        f"{spec.hidden_size}, {spec.num_layers} layers, MLP {spec.intermediate_size}, vocab 32000",
+        f"{spec.hidden_size}, {spec.num_layers} layers, MLP {spec.intermediate_size}, vocab 32000"
     )
+    return _with_note(spec, note), config
 
 
 def _billions(n: int) -> str:

@@ -7,14 +7,19 @@ allowed within a version.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from planner.search import Candidate, Plan
+
+if TYPE_CHECKING:
+    from planner.traced import TraceSummary
 
 SCHEMA_VERSION = 1
 
 
-def candidate_to_dict(c: Candidate, train_tokens: float | None = None) -> dict[str, Any]:
+def candidate_to_dict(
+    c: Candidate, train_tokens: float | None = None, trace: TraceSummary | None = None
+) -> dict[str, Any]:
     m, t = c.memory, c.time
     setup = asdict(c.setup)
     return {
@@ -54,14 +59,31 @@ def candidate_to_dict(c: Candidate, train_tokens: float | None = None) -> dict[s
         if train_tokens and t.tokens_per_s
         else None,
         "notes": list(c.notes),
+        "source": c.source,
+        "trace": None
+        if trace is None
+        else {
+            "phase_peak_bytes": dict(trace.phase_peak_bytes),
+            "weights_bytes": trace.weights_bytes,
+            "gradients_bytes": trace.gradients_bytes,
+            "optimizer_bytes": trace.optimizer_bytes,
+            "dynamic_bytes": trace.dynamic_bytes,
+            "elapsed_s": trace.elapsed_s,
+            "stand_in": trace.stand_in,
+        },
     }
 
 
-def plan_to_dict(plan: Plan, train_tokens: float | None = None) -> dict[str, Any]:
+def plan_to_dict(
+    plan: Plan,
+    train_tokens: float | None = None,
+    traces: dict[int, TraceSummary] | None = None,
+) -> dict[str, Any]:
     spec, cl = plan.model, plan.cluster
+    traces = traces or {}
     return {
         "schema_version": SCHEMA_VERSION,
-        "source": "analytic",
+        "source": "trace" if traces else "analytic",
         "model": {
             "name": spec.name,
             "params": spec.params_total,
@@ -91,7 +113,9 @@ def plan_to_dict(plan: Plan, train_tokens: float | None = None) -> dict[str, Any
             "source": cl.source,
         },
         "train_tokens": train_tokens,
-        "candidates": [candidate_to_dict(c, train_tokens) for c in plan.candidates],
+        "candidates": [
+            candidate_to_dict(c, train_tokens, traces.get(i)) for i, c in enumerate(plan.candidates)
+        ],
         "recommended": plan.recommended,
         "rejected": list(plan.rejected),
         "notes": list(plan.notes),

@@ -25,6 +25,7 @@ class Candidate:
     time: TimeEstimate
     fits: bool
     notes: tuple[str, ...]
+    source: str = "analytic"  # "trace" when --trace measured its activations
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -165,6 +166,14 @@ def plan(
     epochs: Annotated[
         float, typer.Option(help="Passes over --train-tokens (time = epochs × tokens / tokens/s)")
     ] = 1.0,
+    trace: Annotated[
+        bool,
+        typer.Option(
+            "--trace",
+            help="Measure the recommendation's activations by running the real HF model's "
+            "training step on fake tensors (needs tuneboard[train]; seconds per shape)",
+        ),
+    ] = False,
     show_all: Annotated[bool, typer.Option("--all", help="Show every candidate")] = False,
     top: Annotated[int, typer.Option(help="Rows to show without --all")] = 12,
     as_json: Annotated[
@@ -175,7 +184,7 @@ def plan(
     ] = None,
 ) -> None:
     from planner.cluster import build_cluster
-    from planner.models import resolve_model
+    from planner.models import resolve_model_config
     from planner.report import plan_to_dict
     from planner.search import make_plan
     from planner.setups import (
@@ -190,7 +199,7 @@ def plan(
     from tuneboard.output import emit
     from tuneboard.render_plan import render_plan
 
-    spec = resolve_model(model)
+    spec, hf_config = resolve_model_config(model)
     if gpus is None:
         from tuneboard.detect import detect_local_cluster
 
@@ -225,7 +234,22 @@ def plan(
     if tokens is not None:
         tokens *= epochs
     result = make_plan(spec, cluster, constraints)
-    data: dict[str, Any] = plan_to_dict(result, tokens)
+    traces = None
+    if trace:
+        from planner.traced import refine_with_traces
+        from tuneboard.output import error_console
+
+        err = error_console()
+        try:
+            with err.status("tracing on fake tensors…") as status:
+                result, traces = refine_with_traces(
+                    result, hf_config, progress=lambda msg: status.update(msg + "…")
+                )
+        except PlannerInputError as exc:
+            # The analytic plan still stands: show it, say why the trace did not run.
+            err.print(f"warning: {exc}", markup=False, highlight=False)
+            result = replace(result, notes=(*result.notes, f"trace failed: {exc}"))
+    data: dict[str, Any] = plan_to_dict(result, tokens, traces)
     if write is not None:
         from tuneboard.plan_recipe import write_recipe
 

@@ -134,7 +134,10 @@ def render_plan(
         is_rec = i == plan.recommended
         style = "bold green" if is_rec else ("" if c.fits else "dim")
         other = m.framework_overhead_bytes + m.fragmentation_bytes
-        cells: list[str | Text] = ["★" if is_rec else str(i + 1), _setup_cell(c)]
+        mark = "★" if is_rec else str(i + 1)
+        if c.source == "trace":
+            mark += "ᵗ"
+        cells: list[str | Text] = [mark, _setup_cell(c)]
         cells += [_g(m.weights_bytes), _g(m.gradients_bytes), _g(m.optimizer_bytes)]
         cells.append(_g(m.activations_bytes))
         if wide:

@@ -76,7 +76,16 @@ def gradient_accumulation(cluster: ClusterSpec, setup: Setup) -> int | None:
     return max(1, setup.global_batch_size // (setup.micro_batch_size * dp))
 
 
-def estimate_memory(spec: ModelSpec, cluster: ClusterSpec, setup: Setup) -> MemoryBreakdown:
+def estimate_memory(
+    spec: ModelSpec,
+    cluster: ClusterSpec,
+    setup: Setup,
+    *,
+    traced_dynamic_bytes: int | None = None,
+) -> MemoryBreakdown:
+    """The per-GPU peak. `traced_dynamic_bytes` (from `--trace`: what forward and
+    backward add on top of the model states, measured) replaces the analytic
+    activations + logits; everything else stays analytic (planner/traced.py)."""
     par = parallelism(cluster, setup)
     states = model_states(spec, cluster, setup)
     acts = activation_estimate(spec, setup)
@@ -85,21 +94,25 @@ def estimate_memory(spec: ModelSpec, cluster: ClusterSpec, setup: Setup) -> Memo
 
     base = states.weights_bytes + states.optimizer_bytes + buf.persistent_bytes
     grads_during_forward = states.gradients_bytes if (setup.shards_gradients or ga != 1) else 0
-    saved = acts.activations_bytes + acts.logits_bytes - acts.overlap_bytes
-    at_forward = base + saved + grads_during_forward
+    activations, logits = acts.activations_bytes, acts.logits_bytes
+    saved = activations + logits - acts.overlap_bytes
     # First step of backward: the lm_head's gradient appears while every layer's
     # activations are still alive (matters for short sequences and big vocabularies).
-    at_head = base + acts.activations_bytes + grads_during_forward
+    at_head = base + activations + grads_during_forward
     if not grads_during_forward:
         at_head += _lm_head_grad_bytes(spec, setup, states.gradients_full_bytes)
+    if traced_dynamic_bytes is not None:
+        saved = traced_dynamic_bytes  # measured; already holds the head gradient moment
+        logits = min(logits, saved)
+        activations = saved - logits
+        at_head = 0
+    at_forward = base + saved + grads_during_forward
     at_step = base + states.gradients_bytes + buf.optimizer_step_bytes
     phase: PeakPhase = (
         "forward-backward" if max(at_forward, at_head) >= at_step else "optimizer-step"
     )
     tensor_peak = max(at_forward, at_head, at_step)
-    dynamic = (
-        acts.activations_bytes + acts.logits_bytes + states.gradients_bytes + buf.persistent_bytes
-    )
+    dynamic = activations + logits + states.gradients_bytes + buf.persistent_bytes
     frag = fragmentation_bytes(dynamic)
     overhead = framework_overhead_bytes(cluster.world_size, cluster.nodes)
     host = host_memory(spec, cluster, setup, states)
@@ -107,8 +120,8 @@ def estimate_memory(spec: ModelSpec, cluster: ClusterSpec, setup: Setup) -> Memo
         weights_bytes=states.weights_bytes,
         gradients_bytes=states.gradients_bytes,
         optimizer_bytes=states.optimizer_bytes,
-        activations_bytes=acts.activations_bytes,
-        logits_bytes=acts.logits_bytes,
+        activations_bytes=activations,
+        logits_bytes=logits,
         buffers_bytes=buf.persistent_bytes + buf.optimizer_step_bytes,
         framework_overhead_bytes=overhead,
         fragmentation_bytes=frag,
