@@ -29,8 +29,8 @@ a / kv query / key-value heads, d head dim, s sequence length):
   adapter's dtype, which lora_A saves (4·in, fp32 adapters; under autocast the
   saved copy is the 16-bit recast, e·in), lora_A's output (4r); dropout > 0 adds
   a 1-byte mask. DoRA also saves the base output and the LoRA output (e·out + 4·out).
-Gradient checkpointing (HF, one checkpoint per decoder layer): each active layer
-keeps its input (e·h); backward recomputes one layer at a time.
+Gradient checkpointing (HF, one checkpoint per decoder layer): each layer keeps
+its input (e·h), frozen ones too; backward recomputes one layer at a time.
 Backward through a layer holds the gradients of its widest intermediates (≈ 2·e·i
 per token, measured). Both happen after the logits are gone, so they never
 coexist with the logits peak (`overlap_bytes`).
@@ -187,13 +187,18 @@ def activation_estimate(spec: ModelSpec, setup: Setup) -> ActivationEstimate:
     width = spec.intermediate_size * (spec.experts_per_token if spec.is_moe else 1)
     transient = 2 * e * width * scale
     if setup.gradient_checkpointing:
-        kept = sum(e * spec.hidden_size for m in modes if m.active)
+        # torch.utils.checkpoint (non-reentrant) keeps every layer's input, even for
+        # layers that need no gradient (freeze's frozen bottom, measured on traces).
+        kept = len(modes) * e * spec.hidden_size
         recompute = busiest * scale
         acts = (kept + final) * scale + recompute + transient
         overlap = min(recompute + transient, logits)
     else:
         acts = (sum(per_layer) + final) * scale + transient
         overlap = min(transient, logits)
+    acts += 16 * tokens  # int64 input_ids and labels
+    if spec.position_kind == "rope":
+        acts += 2 * e * spec.head_dim * tokens  # RoPE cos and sin, shared by every layer
     return ActivationEstimate(
         per_layer_bytes=round(busiest * scale),
         activations_bytes=round(acts),
