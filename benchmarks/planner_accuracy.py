@@ -240,10 +240,8 @@ def main() -> int:
 
             device = torch.cuda.get_device_name()
         RESULTS.mkdir(parents=True, exist_ok=True)
-        out = (
-            RESULTS
-            / f"planner_accuracy-{args.grid}-{time.strftime('%Y%m%d')}-{device.replace(' ', '_')}.json"
-        )
+        stamp = time.strftime("%Y%m%d")
+        out = RESULTS / f"planner_accuracy-{args.grid}-{stamp}-{device.replace(' ', '_')}.json"
         out.write_text(
             json.dumps(
                 {
