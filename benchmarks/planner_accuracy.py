@@ -119,7 +119,7 @@ def _cuda_step(config: dict[str, Any], setup: Setup) -> tuple[int, int]:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     cfg = AutoConfig.for_model(**config)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).cuda()
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).cuda()  # type: ignore[no-untyped-call]
     if setup.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if setup.method in ("lora", "dora"):
@@ -228,7 +228,7 @@ def main() -> int:
     if not args.no_write:
         import importlib.metadata as md
 
-        versions = {}
+        versions: dict[str, str | None] = {}
         for pkg in ("torch", "transformers", "peft"):
             try:
                 versions[pkg] = md.version(pkg)
