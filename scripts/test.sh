@@ -14,6 +14,15 @@ fi
 "$VENV/bin/pip" install -q "torch==2.13.0"
 "$VENV/bin/pip" install -q -e ".[train,dev]"
 
+# A real OpenSSH server for the launcher's tests (started per test on loopback ports).
+if ! command -v sshd >/dev/null && [ ! -x /usr/sbin/sshd ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq openssh-server >/dev/null
+    else
+        echo "openssh-server not installed (and not root): the SSH tests will be skipped" >&2
+    fi
+fi
+
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extensions}"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
