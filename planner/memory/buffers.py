@@ -18,7 +18,7 @@ Sizes follow the DeepSpeed / FSDP settings tuneboard writes into its recipes
   not count (DeepSpeed's own estimators do: 2Ψ + 18Ψ/N for ZeRO-2, 18Ψ/N for
   ZeRO-3; tests/unit/test_deepspeed_estimators.py).
 - QLoRA dequantises one 4-bit weight at a time to the compute dtype; DoRA
-  materialises W + s·BA (fp32) of one target to take its column norm.
+  materialises an fp32 identity and W + s·BA (fp32) of one target for its norm.
 """
 
 from __future__ import annotations
@@ -74,11 +74,13 @@ def buffers(spec: ModelSpec, setup: Setup, states: ModelStates, par: Parallelism
         largest = max(lin.in_features * lin.out_features for lin in layer_linears(spec))
         persistent += layout.activation_bytes * largest / setup.tp
     if setup.method == "dora":
-        largest = max(
-            lin.in_features * lin.out_features
+        # PEFT's DoRA forward (tuners/lora/dora.py) builds B·A by running the adapters
+        # on an fp32 identity (in × in), then W + s·BA and its pieces (≈ 4 fp32 copies
+        # of out × in) to take the column norm: the widest target's, one at a time.
+        persistent += max(
+            4 * (lin.in_features**2 + 4 * lin.in_features * lin.out_features)
             for lin in resolve_lora_targets(spec, setup.lora_targets)
-        )
-        persistent += 2 * 4 * largest / setup.tp
+        ) / setup.tp
     if not setup.shards_optimizer and setup.offload_optimizer == "none":
         # torch.optim.AdamW's single-tensor step: sqrt and div of the largest state
         # tensor (the embedding for full fine-tuning) exist at once.
