@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from planner.errors import PlannerInputError
 from planner.search import Plan
 from recipes.schema import (
@@ -15,6 +17,7 @@ from recipes.schema import (
     TrainingSection,
     dump_recipe,
 )
+from recipes.schema_errors import format_validation_error
 
 GIB = 1024**3
 
@@ -31,6 +34,17 @@ def recipe_from_plan(plan: Plan) -> Recipe:
         else ("float16" if s.precision == "fp16-mixed" else "bfloat16")
     )
     attn = {"sdpa": "sdpa", "flash": "flash_attention_2", "eager": "eager"}[s.attention]
+    try:
+        return _build(plan, model_name, dtype, attn)
+    except ValidationError as exc:
+        message = format_validation_error(exc, "--write", Recipe)
+        raise PlannerInputError(f"the recommended setup is not a valid recipe: {message}") from None
+
+
+def _build(plan: Plan, model_name: str, dtype: str, attn: str) -> Recipe:
+    rec = plan.recommendation
+    assert rec is not None
+    s = rec.setup
     return Recipe(
         model=ModelSection(name=model_name, dtype=dtype, attn_implementation=attn),
         method=MethodSection(

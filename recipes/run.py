@@ -1,0 +1,105 @@
+"""Run a recipe: `python -m recipes.run recipe.yaml [section.key=value ...] [--check]`.
+
+Order matters and is the point of this file:
+1. validate the recipe (no heavy import: errors in milliseconds, exit code 2);
+2. check the data (files exist, columns fit the task) — still before torch is imported;
+3. dispatch to the family's top-down script, which loads the model and trains.
+
+torchrun starts this on every rank. Exit codes: 0 done, 2 bad recipe or data (status.json
+says why), 1 a failure while training (status.json has the error, stderr the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from recipes.data_check import DataError, check_data
+from recipes.runtime import StatusFile
+from recipes.schema import RecipeError, dump_recipe, load_recipe
+
+#: task.kind -> the module whose main(recipe, report, status) trains it.
+FAMILIES = {
+    "sft": "recipes.sft",
+    "pretrain": "recipes.sft",
+    "dpo": "recipes.preference",
+    "kto": "recipes.preference",
+    "orpo": "recipes.preference",
+    "simpo": "recipes.preference",
+    "reward": "recipes.reward",
+    "grpo": "recipes.grpo",
+}
+
+
+def _is_main_rank() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recipes.run", description=__doc__)
+    parser.add_argument("recipe", type=Path, help="recipe YAML file")
+    parser.add_argument("overrides", nargs="*", help="section.key=value (value parsed as YAML)")
+    parser.add_argument(
+        "--check", action="store_true", help="validate the recipe and the data, then stop"
+    )
+    args = parser.parse_intermixed_args(argv)
+
+    try:
+        recipe = load_recipe(args.recipe, list(args.overrides))
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    output_dir = Path(recipe.output.dir)
+    status = StatusFile(output_dir, enabled=_is_main_rank() and not args.check)
+    status.update("loading", error=None, recipe=str(args.recipe), task=recipe.task.kind)
+    try:
+        report = check_data(recipe)
+        resume = recipe.training.resume
+        if resume not in ("auto", "none") and not Path(resume).expanduser().is_dir():
+            raise DataError(f"training.resume: {resume!r}: no such checkpoint folder")
+        if recipe.training.fused_ce and importlib.util.find_spec("liger_kernel") is None:
+            raise DataError("training.fused_ce uses Liger kernels: pip install liger-kernel")
+    except DataError as exc:
+        status.update("failed", error=str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"recipe ok: {args.recipe} ({recipe.task.kind}, {recipe.method.kind})")
+        print(report.summary())
+        return 0
+
+    if _is_main_rank():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "recipe.yaml").write_text(
+            dump_recipe(recipe, f"# as run from {args.recipe}, aliases resolved\n"),
+            encoding="utf-8",
+        )
+    clean = False
+    try:
+        family = importlib.import_module(FAMILIES[recipe.task.kind])
+        family.main(recipe, report, status)
+        clean = True
+    except KeyboardInterrupt:
+        status.update("failed", error="interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - any failure must reach status.json, then exit 1
+        status.update("failed", error=f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        return 1
+    finally:
+        if "torch" in sys.modules:
+            from recipes.runtime import shutdown_distributed
+
+            shutdown_distributed(clean)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""Steps every training family takes in the same order: set up, then train and save.
+
+A family script (sft.py, preference.py, ...) reads top to bottom:
+    session = start(recipe, report, status)        # ranks, data, tokenizer (before the model)
+    args = <Task>Config(**training_kwargs(...))    # before the model: ZeRO-3 needs it
+    model = ...                                    # the family's own model set-up
+    trainer = <Task>Trainer(..., callbacks=callbacks(session))
+    train_and_save(trainer, session, peft=...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recipes.data import load_datasets
+from recipes.data_check import DataReport
+from recipes.runtime import (
+    RunContext,
+    StatusFile,
+    barrier,
+    effective_precision,
+    init_distributed,
+    log,
+    resume_checkpoint,
+)
+
+if TYPE_CHECKING:
+    from recipes.schema import PrecisionKind, Recipe
+
+
+@dataclass
+class Session:
+    recipe: Recipe
+    ctx: RunContext
+    status: StatusFile
+    precision: PrecisionKind
+    train: Any
+    eval: Any
+    tokenizer: Any
+
+
+def start(recipe: Recipe, report: DataReport, status: StatusFile) -> Session:
+    """Process group, precision, datasets, tiny base model (if any), tokenizer."""
+    ctx = RunContext.from_env(Path(recipe.output.dir))
+    status.enabled = ctx.is_main
+    _quiet_progress_bars()
+    # The process group comes first: ZeRO-3's zero.Init and the tiny-model barrier need it.
+    init_distributed(recipe, ctx)
+    precision = effective_precision(recipe, ctx)
+    train, evaluation = load_datasets(recipe, report)
+    log(
+        ctx,
+        f"{report.summary()}; {len(train)} train rows"
+        + (f", {len(evaluation)} eval" if evaluation else ""),
+    )
+    if recipe.model.tiny is not None:
+        # One process per node writes the tiny base (the output dir may not be shared).
+        if ctx.is_local_main:
+            from recipes.tiny import build_tiny_model, texts_of
+
+            texts = list(texts_of(train))
+            build_tiny_model(recipe.model.tiny, texts, ctx.output_dir / "tiny-base")
+        barrier()
+    from recipes.modeling import load_tokenizer
+
+    needs_chat = report.format == "messages" or _conversational(train)
+    tokenizer = load_tokenizer(recipe, ctx, needs_chat)
+    return Session(recipe, ctx, status, precision, train, evaluation, tokenizer)
+
+
+def _quiet_progress_bars() -> None:
+    """Progress bars only on a terminal: in the launcher's log stream they are noise."""
+    import sys
+
+    if sys.stderr.isatty():
+        return
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def _conversational(dataset: Any) -> bool:
+    first = dataset[0]
+    return any(isinstance(first.get(k), list) for k in ("prompt", "chosen", "completion"))
+
+
+def callbacks(session: Session) -> list[Any]:
+    from recipes.metrics import MetricsCallback, NanGuard
+
+    out: list[Any] = [MetricsCallback(session.ctx.output_dir, session.status)]
+    if session.recipe.training.nan_policy == "stop":
+        out.append(NanGuard())
+    return out
+
+
+def train_and_save(trainer: Any, session: Session, *, peft: bool) -> Path:
+    """Train (resuming per training.resume), save the final weights or adapter, export."""
+    recipe, ctx = session.recipe, session.ctx
+    checkpoint = resume_checkpoint(recipe, ctx.output_dir)
+    if checkpoint is not None:
+        log(ctx, f"resuming from {checkpoint}")
+    session.status.update("training", resumed_from=checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+    session.status.update("saving")
+    final = ctx.output_dir / "final"
+    trainer.save_model(str(final))  # adapter only for PEFT; gathered 16-bit weights under ZeRO-3
+    if ctx.is_main:
+        session.tokenizer.save_pretrained(final)
+    barrier()
+    if peft and recipe.output.export_merged and ctx.is_main:
+        from recipes.modeling import export_merged
+
+        merged = export_merged(recipe, ctx, final, ctx.output_dir / "merged")
+        log(ctx, f"merged weights written to {merged}")
+    barrier()
+    session.status.update("done", final_dir=str(final))
+    log(ctx, f"done: {final}")
+    return final
