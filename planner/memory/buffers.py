@@ -77,10 +77,13 @@ def buffers(spec: ModelSpec, setup: Setup, states: ModelStates, par: Parallelism
         # PEFT's DoRA forward (tuners/lora/dora.py) builds B·A by running the adapters
         # on an fp32 identity (in × in), then W + s·BA and its pieces (≈ 4 fp32 copies
         # of out × in) to take the column norm: the widest target's, one at a time.
-        persistent += max(
-            4 * (lin.in_features**2 + 4 * lin.in_features * lin.out_features)
-            for lin in resolve_lora_targets(spec, setup.lora_targets)
-        ) / setup.tp
+        persistent += (
+            max(
+                4 * (lin.in_features**2 + 4 * lin.in_features * lin.out_features)
+                for lin in resolve_lora_targets(spec, setup.lora_targets)
+            )
+            / setup.tp
+        )
     if not setup.shards_optimizer and setup.offload_optimizer == "none":
         # torch.optim.AdamW's single-tensor step: sqrt and div of the largest state
         # tensor (the embedding for full fine-tuning) exist at once.
