@@ -32,7 +32,8 @@ a / kv query / key-value heads, d head dim, s sequence length):
 Gradient checkpointing (HF, one checkpoint per decoder layer): each layer keeps
 its input (e·h), frozen ones too; backward recomputes one layer at a time.
 Backward through a layer holds the gradients of its widest intermediates (≈ 2·e·i
-per token, measured). Both happen after the logits are gone, so they never
+per token, measured); DoRA's forward holds its weight-norm transient
+(`dora_norm_bytes`). These happen while the logits do not exist, so they never
 coexist with the logits peak (`overlap_bytes`).
 
 Logits and loss (transformers `ForCausalLMLoss`): forward holds the lm_head output
@@ -185,7 +186,7 @@ def activation_estimate(spec: ModelSpec, setup: Setup) -> ActivationEstimate:
     # Backward through the top layer holds gradients of its widest intermediates
     # (the MLP's: about 2·e·i per token, measured on traces) on top of what is saved.
     width = spec.intermediate_size * (spec.experts_per_token if spec.is_moe else 1)
-    transient = 2 * e * width * scale
+    transient = max(2 * e * width * scale, dora_norm_bytes(spec, setup))
     if setup.gradient_checkpointing:
         # torch.utils.checkpoint (non-reentrant) keeps every layer's input, even for
         # layers that need no gradient (freeze's frozen bottom, measured on traces).
@@ -209,6 +210,24 @@ def activation_estimate(spec: ModelSpec, setup: Setup) -> ActivationEstimate:
         logits_bytes=round(logits),
         overlap_bytes=round(overlap),
         tokens=tokens,
+    )
+
+
+def dora_norm_bytes(spec: ModelSpec, setup: Setup) -> float:
+    """DoRA's weight-norm transient in forward (and recompute), one target at a time.
+
+    PEFT's DoRA forward (tuners/lora/dora.py) builds B·A by running the adapters on an
+    fp32 identity (in × in), then W + s·BA and its pieces (≈ 4 fp32 copies of out × in)
+    to take the column norm. It comes and goes before the logits exist.
+    """
+    if setup.method != "dora":
+        return 0.0
+    return (
+        max(
+            4 * (lin.in_features**2 + 4 * lin.in_features * lin.out_features)
+            for lin in resolve_lora_targets(spec, setup.lora_targets)
+        )
+        / setup.tp
     )
 
 

@@ -17,15 +17,15 @@ Sizes follow the DeepSpeed / FSDP settings tuneboard writes into its recipes
 - DeepSpeed's fp32 gradient copies, which the ZeRO paper's 2Ψ + 2Ψ + 12Ψ does
   not count (DeepSpeed's own estimators do: 2Ψ + 18Ψ/N for ZeRO-2, 18Ψ/N for
   ZeRO-3; tests/unit/test_deepspeed_estimators.py).
-- QLoRA dequantises one 4-bit weight at a time to the compute dtype; DoRA
-  materialises an fp32 identity and W + s·BA (fp32) of one target for its norm.
+- QLoRA dequantises one 4-bit weight at a time to the compute dtype. (DoRA's
+  weight-norm transient is an activation-time term: planner/memory/activations.py.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.layers import layer_linears, resolve_lora_targets
+from planner.layers import layer_linears
 from planner.memory.dtypes import ADAPTER, LAYOUTS
 from planner.memory.model_states import ModelStates, Parallelism
 from planner.setups import Setup
@@ -73,17 +73,6 @@ def buffers(spec: ModelSpec, setup: Setup, states: ModelStates, par: Parallelism
     if setup.method == "qlora":
         largest = max(lin.in_features * lin.out_features for lin in layer_linears(spec))
         persistent += layout.activation_bytes * largest / setup.tp
-    if setup.method == "dora":
-        # PEFT's DoRA forward (tuners/lora/dora.py) builds B·A by running the adapters
-        # on an fp32 identity (in × in), then W + s·BA and its pieces (≈ 4 fp32 copies
-        # of out × in) to take the column norm: the widest target's, one at a time.
-        persistent += (
-            max(
-                4 * (lin.in_features**2 + 4 * lin.in_features * lin.out_features)
-                for lin in resolve_lora_targets(spec, setup.lora_targets)
-            )
-            / setup.tp
-        )
     if not setup.shards_optimizer and setup.offload_optimizer == "none":
         # torch.optim.AdamW's single-tensor step: sqrt and div of the largest state
         # tensor (the embedding for full fine-tuning) exist at once.
