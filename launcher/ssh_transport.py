@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import posixpath
 import select
 import socket
@@ -50,6 +51,10 @@ from launcher.transport import (
     LineCallback,
     node_path,
 )
+
+# paramiko logs every failed connection attempt at ERROR; with no handler configured Python
+# prints those to stderr. The transport reports each failure itself, once, as one line.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 #: The node's `timeout` stops a command at timeout_s (KILL 2 s later); this client
 #: gives up on the channel a little after that, in case the node itself is stuck.
@@ -251,6 +256,7 @@ class SshTransport:
     def _sftp_client(self) -> paramiko.SFTPClient:
         if self._sftp is None:
             self._sftp = self._client.open_sftp()
+            self._sftp.get_channel().settimeout(self._options.sftp_timeout_s)  # type: ignore[union-attr]
         return self._sftp
 
 
@@ -373,7 +379,13 @@ def _makedirs(sftp: paramiko.SFTPClient, directory: str) -> None:
         attrs = sftp.stat(directory)
     except FileNotFoundError:
         _makedirs(sftp, posixpath.dirname(directory))
-        sftp.mkdir(directory)
+        try:
+            sftp.mkdir(directory)
+        except OSError:
+            # Another writer (a second node on the same shared filesystem) may have made it
+            # in the meantime: only a folder that is still missing is an error.
+            if not stat.S_ISDIR(sftp.stat(directory).st_mode or 0):
+                raise
         return
     if not stat.S_ISDIR(attrs.st_mode or 0):
         raise TransportError(f"cannot create folder {directory}: a file is in the way")

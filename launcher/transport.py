@@ -74,6 +74,9 @@ class ConnectOptions:
     keepalive_s: int = 15
     #: Channels open at once on one connection (sshd's MaxSessions defaults to 10).
     max_sessions: int = 8
+    #: A file read or write that gets no answer this long fails (a node whose kernel still
+    #: ACKs but whose sshd is stuck never trips TCP's timeouts: only this notices it).
+    sftp_timeout_s: float = 60.0
 
 
 class Transport(Protocol):

@@ -12,7 +12,20 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS: list[list[str]] = [[], ["plan"], ["models"], ["gpus"]]
+COMMANDS: list[list[str]] = [
+    [],
+    ["plan"],
+    ["launch"],
+    ["jobs"],
+    ["status"],
+    ["logs"],
+    ["stop"],
+    ["resume"],
+    ["dashboard"],
+    ["agent"],
+    ["models"],
+    ["gpus"],
+]
 
 
 def _help(args: list[str]) -> str:

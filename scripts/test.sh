@@ -14,12 +14,16 @@ fi
 "$VENV/bin/pip" install -q "torch==2.13.0"
 "$VENV/bin/pip" install -q -e ".[train,dev]"
 
-# A real OpenSSH server for the launcher's tests (started per test on loopback ports).
-if ! command -v sshd >/dev/null && [ ! -x /usr/sbin/sshd ]; then
+# A real OpenSSH server for the launcher's tests (started per test on loopback
+# ports) and tmux, which drives the dashboard the way a person does in one test.
+missing=""
+command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+command -v tmux >/dev/null || missing="$missing tmux"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && apt-get install -y -qq openssh-server >/dev/null
+        apt-get update -qq && apt-get install -y -qq $missing >/dev/null
     else
-        echo "openssh-server not installed (and not root): the SSH tests will be skipped" >&2
+        echo "not installed:$missing (not root): their tests will be skipped" >&2
     fi
 fi
 

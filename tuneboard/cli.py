@@ -17,9 +17,12 @@ app = typer.Typer(
     help=(
         "Plan, launch and watch LLM fine-tuning on a small GPU cluster.\n\n"
         "  tuneboard plan --model 30b --gpus 24xA800     will it fit, and how to run it\n\n"
+        "  tuneboard launch recipe.yaml                   run it on every node\n\n"
+        "  tuneboard dashboard [JOB]                      watch GPUs, loss and logs\n\n"
         "  tuneboard models / tuneboard gpus              what the planner knows"
     ),
-    no_args_is_help=True,
+    no_args_is_help=False,
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
@@ -27,10 +30,27 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _bare(ctx: typer.Context) -> None:
+    """Bare `tuneboard` in a terminal opens the dashboard on this machine (and the
+    latest job launched from here, if any); piped, it prints the help."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        sys.stdout.write(ctx.get_help() + "\n")
+        return
+    from tuneboard.cli_dashboard import dashboard, latest_job_or_none
+
+    dashboard(job=latest_job_or_none())
+
+
 def _register() -> None:
-    from tuneboard import cli_catalog, cli_plan
+    from tuneboard import cli_catalog, cli_dashboard, cli_jobs, cli_launch, cli_plan
 
     cli_plan.register(app)
+    cli_launch.register(app)
+    cli_jobs.register(app)
+    cli_dashboard.register(app)
     cli_catalog.register(app)
 
 

@@ -207,7 +207,11 @@ def test_a_stuck_node_times_out(sshd_cluster: SshdCluster, options: ConnectOptio
 
     def freeze() -> None:
         for pid in descendants(sshd.pid):
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+            try:
+                name = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue  # a short-lived child that has already gone
+            if name == "sshd":
                 os.kill(pid, signal.SIGSTOP)
                 frozen.append(pid)
 

@@ -1,0 +1,603 @@
+"""`tuneboard launch` end to end: real OpenSSH nodes on loopback, real torchrun over gloo.
+
+The nodes are sshd processes on this machine (127.0.0.2, .3, ...), so what a node runs is
+visible in /proc here: every check of "no process left" looks for the job's marker in
+every process's environment, exactly as the launcher's own stop does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from launcher import proc
+from launcher.cluster import Cluster
+from launcher.control import stop_job
+from launcher.jobs import JobDir, Progress, list_job_dirs
+from launcher.launch import (
+    LaunchRequest,
+    check,
+    connect,
+    create_job,
+    plan_job,
+    prepare,
+    run_foreground,
+    sync_files,
+)
+from launcher.transport import open_transport
+from tests.integration.launch_helpers import (
+    DIST_PROGRAM,
+    SECRET,
+    cli_env,
+    free_port,
+    job_pids,
+    options,
+    rank_pid,
+    state_home,
+    tb,
+    tiny_recipe,
+    tuneboard_home,
+    wait_for,
+)
+from tests.integration.sshd import SshdCluster, descendants
+
+pytestmark = pytest.mark.integration
+__all__ = ["state_home"]  # the fixture, used by name
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
+
+
+def known_hosts(sshd: SshdCluster) -> list[str]:
+    return ["--known-hosts", str(sshd.known_hosts)]
+
+
+def only_job(state: Path) -> JobDir:
+    [job] = list_job_dirs(tuneboard_home(state))
+    return job
+
+
+def leaked(secret: str, *folders: Path) -> str:
+    found = subprocess.run(
+        ["grep", "-rl", "-F", secret, *map(str, folders)], capture_output=True, text=True
+    )
+    return found.stdout
+
+
+# -- preflight and dry run ----------------------------------------------------------------------
+
+
+def test_dry_run_prints_each_nodes_exact_command(
+    sshd_cluster: SshdCluster, state_home: Path, project: Path, tmp_path: Path
+) -> None:
+    nodes = tmp_path / "nodes"
+    port = free_port()
+    recipe = tiny_recipe(
+        sshd_cluster,
+        project,
+        workdir=f"{nodes}/{{node_rank}}",
+        master_port=port,
+        env={"NCCL_DEBUG": "WARN", "MY_API_TOKEN": "recipe-token-value"},
+    )
+    r = tb(
+        "launch",
+        str(recipe),
+        "--cpu",
+        "--dry-run",
+        *known_hosts(sshd_cluster),
+        state=state_home,
+        cwd=project,
+        env={"HF_TOKEN": SECRET},
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "preflight passed" in r.stdout
+    commands = [shlex.split(line) for line in r.stdout.splitlines() if line.startswith("cd ")]
+    assert len(commands) == 2
+    for rank, words in enumerate(commands):
+        assert words[:4] == ["cd", f"{nodes}/{rank}", "&&", "env"]
+        run = words[words.index(sys.executable) :]
+        assert run[1:3] == ["-m", "torch.distributed.run"]
+        flags = dict(zip(run[3:17:2], run[4:18:2], strict=True))
+        assert flags == {
+            "--nnodes": "2",
+            "--nproc-per-node": "2",
+            "--node-rank": str(rank),
+            "--master-addr": "127.0.0.2",
+            "--master-port": str(port),
+            "--max-restarts": "0",
+            "--rdzv-id": "dry-run",
+        }
+        assert run[-3:-1] == ["-m", "recipes.run"] and run[-1].endswith("/tiny.yaml")
+        env = words[4 : words.index(sys.executable)]
+        assert "GLOO_SOCKET_IFNAME=lo" in env  # the interface that reaches 127.0.0.2
+        assert "NCCL_DEBUG=WARN" in env
+        assert "HF_TOKEN=$HF_TOKEN" in env  # by name: the value stays in your environment
+        assert "MY_API_TOKEN=$MY_API_TOKEN" in env
+    assert SECRET not in r.stdout + r.stderr
+    assert "recipe-token-value" not in r.stdout
+    assert not nodes.exists()  # nothing was copied, nothing started
+    assert list_job_dirs(tuneboard_home(state_home)) == []
+
+
+@pytest.mark.parametrize("fault", ["missing python", "wrong master address", "port in use"])
+def test_preflight_refuses_and_starts_nothing(
+    fault: str, sshd_cluster: SshdCluster, state_home: Path, project: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    python = "/nonexistent/venv/bin/python" if fault == "missing python" else sys.executable
+    recipe = tiny_recipe(
+        sshd_cluster, project, workdir=str(tmp_path / "w"), master_port=port, python=python
+    )
+    extra = ["--master-addr", "10.254.254.254"] if fault == "wrong master address" else []
+    squatter = socket.socket()
+    if fault == "port in use":
+        squatter.bind(("127.0.0.2", port))
+        squatter.listen()
+    try:
+        started = time.monotonic()
+        r = tb(
+            "launch",
+            str(recipe),
+            "--cpu",
+            *extra,
+            *known_hosts(sshd_cluster),
+            state=state_home,
+            cwd=project,
+        )
+        took = time.monotonic() - started
+    finally:
+        squatter.close()
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "preflight failed" in r.stdout
+    failures = [line for line in r.stdout.splitlines() if line.startswith("✗ ")]
+    if fault == "missing python":
+        assert failures == [
+            "✗ node0 python: python not found: /nonexistent/venv/bin/python",
+            "✗ node1 python: python not found: /nonexistent/venv/bin/python",
+        ]
+    elif fault == "wrong master address":
+        assert failures[0] == (
+            "✗ node0 port: 10.254.254.254:"
+            f"{port}: 10.254.254.254 is not an address of the master node"
+        )
+        assert {f.split(":")[0] for f in failures[1:]} == {"✗ node0 master", "✗ node1 master"}
+    else:
+        assert failures[0] == f"✗ node0 port: 127.0.0.2:{port} is in use (another job or service?)"
+    assert took < 15
+    assert list_job_dirs(tuneboard_home(state_home)) == []
+    assert not (tmp_path / "w").exists()
+
+
+# -- a job end to end ---------------------------------------------------------------------------
+
+
+def test_two_nodes_train_the_tiny_lora_recipe(
+    sshd_cluster: SshdCluster, state_home: Path, tmp_path: Path
+) -> None:
+    """2 nodes x 2 ranks on one shared workdir (as on NFS), the real recipe to the end."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    recipe = tiny_recipe(
+        sshd_cluster,
+        shared,
+        workdir=str(shared),
+        shared_fs=True,
+        training={"max_steps": 10, "save_steps": 5, "logging_steps": 5},
+    )
+    started = time.monotonic()
+    r = tb(
+        "launch",
+        str(recipe),
+        "--cpu",
+        *known_hosts(sshd_cluster),
+        state=state_home,
+        cwd=shared,
+        env={"HF_TOKEN": SECRET},
+    )
+    took = time.monotonic() - started
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    job = only_job(state_home)
+    state = job.read_state()
+    assert state.status == "succeeded"
+    assert [(n.name, n.exit_code) for n in state.nodes] == [("node0", 0), ("node1", 0)]
+    assert state.progress is not None and state.progress.step == 10
+    log = job.combined_log.read_text()
+    for node, rank in (("node0", 0), ("node0", 1), ("node1", 2), ("node1", 3)):
+        assert f"\n{node}/{rank} " in log, f"no line from {node}/{rank}"
+        assert f"{node}/{rank} " in job.node_log(node).read_text()
+    metrics = [json.loads(line) for line in job.metrics.read_text().splitlines()]
+    assert [m["step"] for m in metrics if m["event"] == "train"] == [1, 5, 10]
+    assert metrics[-1]["loss"] < metrics[0]["loss"] * 1.5
+    assert "progress: step 10/10 (100%)" in r.stdout
+    assert job_pids(state.marker) == []
+    assert leaked(SECRET, job.path, shared) == ""
+    print(f"launch -> succeeded: {took:.1f} s")
+
+    # `tuneboard resume`: the same nodes, training.resume=auto, every node at checkpoint-10.
+    dry = tb("resume", state.id, "--dry-run", state=state_home, cwd=tmp_path)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "training.resume=auto" in dry.stdout
+    assert "resume     ✓ step 10" in dry.stdout
+
+
+# -- failure anywhere stops everything ----------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str, int | None, str]] = []
+        self.events: list[str] = []
+        self.killed_at: float | None = None
+
+    def line(self, node: str, rank: int | None, text: str) -> None:
+        self.lines.append((time.monotonic(), node, rank, text))
+
+    def progress(self, progress: Progress) -> None:
+        del progress
+
+    def event(self, text: str) -> None:
+        self.events.append(text)
+
+
+@pytest.mark.parametrize("how", ["raises", "killed"])
+def test_a_failed_rank_stops_every_node(
+    how: str, sshd_cluster: SshdCluster, state_home: Path, project: Path, tmp_path: Path
+) -> None:
+    """Rank 3 raises (or rank 2 is SIGKILLed); the other ranks would run forever, as ranks
+    waiting on a dead peer hang: the launcher must stop them and name the culprit."""
+    pwned = tmp_path / "pwned"
+    env = {"TB_TEST_NOTE": f"out; touch {pwned}", "TB_TEST_STEPS": "0"}
+    if how == "raises":
+        env["TB_TEST_FAIL_RANK"] = "3"
+    recipe = tiny_recipe(sshd_cluster, project, workdir=f"{tmp_path}/nodes/{{node_rank}}", env=env)
+    request = LaunchRequest(
+        recipe_path=recipe,
+        cpu=True,
+        cwd=project,
+        program=(str(DIST_PROGRAM),),
+        connect=options(sshd_cluster),
+        state_root=tuneboard_home(state_home),
+        grace_s=3.0,
+    )
+    prepared = prepare(request)
+    with connect(prepared) as pool:
+        checked = check(prepared, pool)
+        assert checked.report.ok, checked.report.failures
+        plan = plan_job(prepared, checked)
+        job, state = create_job(prepared, plan)
+        synced = sync_files(prepared, plan, pool, job)
+        assert [r.value.copied for r in synced if r.value] == [2, 2]  # data + recipe, each
+        for rank in (0, 1):
+            data = tmp_path / "nodes" / str(rank) / "data" / "tiny" / "prompt_completion.jsonl"
+            assert data.read_bytes() == (project / "data/tiny/prompt_completion.jsonl").read_bytes()
+        recorder = Recorder()
+        killer = threading.Thread(target=_kill_rank_2, args=(plan.marker, recorder), daemon=True)
+        if how == "killed":
+            killer.start()
+        final = run_foreground(prepared, plan, pool, job, state, recorder)
+        ended = time.monotonic()
+    cause = final.root_cause
+    assert final.status == "failed" and cause is not None
+    if how == "raises":
+        failed_at = next(t for t, _, rank, text in recorder.lines if "injected failure" in text)
+        assert (cause.node, cause.rank, cause.exit_code) == ("node1", 3, 1)
+        assert cause.last_lines[-1].endswith("RuntimeError: injected failure on rank 3")
+    else:
+        killer.join()
+        assert recorder.killed_at is not None
+        failed_at = recorder.killed_at
+        assert (cause.node, cause.rank, cause.exit_code) == ("node1", 2, -9)
+        assert cause.reason == "killed by signal 9"
+    assert ended - failed_at < 10, f"the job took {ended - failed_at:.1f} s to stop"
+    print(f"{how}: failure -> every node stopped in {ended - failed_at:.1f} s")
+    assert job_pids(plan.marker) == []  # every process of the job, on every node
+    ranks_seen = {rank for _, _, rank, _ in recorder.lines if rank is not None}
+    assert ranks_seen == {0, 1, 2, 3}
+    assert not pwned.exists()
+    assert job.read_state().root_cause == cause
+
+
+def _kill_rank_2(marker: str, recorder: Recorder) -> None:
+    wait_for(
+        lambda: any(rank == 2 and "step 3" in text for _, _, rank, text in recorder.lines),
+        60,
+        "rank 2 running",
+    )
+    pid = rank_pid(marker, 2)
+    assert pid is not None
+    recorder.killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_local_machine_without_ssh(
+    state_home: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No cluster: the job runs here, in the launch directory, through the local transport."""
+    recipe = project / "local.yaml"
+    recipe.write_text(
+        "model: {name: tiny, tiny: {config: {model_type: llama, hidden_size: 64, "
+        "intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4}}}\n"
+        "training: {precision: fp32}\n"
+    )
+    request = LaunchRequest(
+        recipe_path=recipe,
+        cpu=True,
+        nproc_per_node=2,
+        cwd=project,
+        program=(str(DIST_PROGRAM),),
+        state_root=tuneboard_home(state_home),
+    )
+    prepared = prepare(request)
+    assert prepared.target.local
+    monkeypatch.setenv("TB_TEST_STEPS", "3")  # the local job inherits this environment
+    with connect(prepared) as pool:
+        checked = check(prepared, pool)
+        assert checked.report.ok, checked.report.failures
+        plan = plan_job(prepared, checked)
+        job, state = create_job(prepared, plan)
+        sync_files(prepared, plan, pool, job)
+        recorder = Recorder()
+        final = run_foreground(prepared, plan, pool, job, state, recorder)
+    assert final.status == "succeeded", job.combined_log.read_text()[-2000:]
+    assert (project / ".tuneboard" / "jobs" / plan.job_id / "local.yaml").is_file()
+    assert {rank for _, _, rank, _ in recorder.lines if rank is not None} == {0, 1}
+
+
+# -- Ctrl-C, --detach and stop ------------------------------------------------------------------
+
+
+def _start_other_job(
+    sshd: SshdCluster, job_marker: Callable[[], str], tmp_path: Path
+) -> tuple[proc.DetachedProcess, tuple[int, ...]]:
+    """An unrelated job on node0 that nothing in the test may touch."""
+    node = Cluster.from_hosts([sshd.nodes[0].host]).nodes[0]
+    transport = open_transport(node, options(sshd))
+    try:
+        other = proc.start_detached(
+            transport,
+            [sys.executable, "-c", "import time\nwhile True: time.sleep(0.1)"],
+            marker=job_marker(),
+            pid_path=str(tmp_path / "other" / "job.pid"),
+            log_path=str(tmp_path / "other" / "job.log"),
+        )
+        pids = proc.job_state(transport, other).pids
+    finally:
+        transport.close()
+    assert len(pids) == 2  # wrapper and python
+    return other, pids
+
+
+def _wait_all_ranks(state: Path, world: int = 4, timeout_s: float = 90) -> str:
+    wait_for(lambda: len(list_job_dirs(tuneboard_home(state))) == 1, 30, "job created")
+    job = only_job(state)
+    wait_for(lambda: job.read_state().status == "running", 30, "job started")
+    marker = job.read_state().marker
+    wait_for(
+        lambda: all(rank_pid(marker, r) is not None for r in range(world)),
+        timeout_s,
+        "every rank running",
+    )
+    return marker
+
+
+def test_ctrl_c_stops_the_job_everywhere_and_nothing_else(
+    sshd_cluster: SshdCluster,
+    state_home: Path,
+    tmp_path: Path,
+    job_marker: Callable[[], str],
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    recipe = tiny_recipe(sshd_cluster, shared, workdir=str(shared), shared_fs=True)
+    other, other_pids = _start_other_job(sshd_cluster, job_marker, tmp_path)
+    out = (tmp_path / "launch.out").open("w")
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.launch_app",
+            "launch",
+            str(recipe),
+            "--cpu",
+            *known_hosts(sshd_cluster),
+        ],
+        cwd=shared,
+        env=cli_env(state_home, {"HF_TOKEN": SECRET}),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        marker = _wait_all_ranks(state_home)
+        rank3 = rank_pid(marker, 3)
+        environ = Path(f"/proc/{rank3}/environ").read_bytes().split(b"\0")
+        assert f"HF_TOKEN={SECRET}".encode() in environ  # the secret reached the rank
+        interrupted = time.monotonic()
+        launcher.send_signal(signal.SIGINT)
+        code = launcher.wait(timeout=60)
+        took = time.monotonic() - interrupted
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        out.close()
+    output = (tmp_path / "launch.out").read_text()
+    assert code == 130, output[-3000:]
+    assert job_pids(marker) == []
+    assert took < 15, f"Ctrl-C took {took:.1f} s"
+    state = only_job(state_home).read_state()
+    assert state.status == "stopped" and state.message == "interrupted (Ctrl-C)"
+    assert sorted(job_pids(other.marker)) == sorted(other_pids)  # untouched
+    assert leaked(SECRET, only_job(state_home).path, shared, tmp_path / "launch.out") == ""
+    node = Cluster.from_hosts([sshd_cluster.nodes[0].host]).nodes[0]
+    transport = open_transport(node, options(sshd_cluster))
+    proc.stop(transport, other, grace_s=1)
+    transport.close()
+
+
+def test_detach_then_status_logs_and_stop_from_new_processes(
+    sshd_cluster: SshdCluster,
+    state_home: Path,
+    tmp_path: Path,
+    job_marker: Callable[[], str],
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    recipe = tiny_recipe(sshd_cluster, shared, workdir=str(shared), shared_fs=True)
+    other, other_pids = _start_other_job(sshd_cluster, job_marker, tmp_path)
+    started = time.monotonic()
+    r = tb(
+        "launch",
+        str(recipe),
+        "--cpu",
+        "--detach",
+        *known_hosts(sshd_cluster),
+        state=state_home,
+        cwd=shared,
+    )
+    returned = time.monotonic() - started
+    assert r.returncode == 0, r.stdout + r.stderr
+    job_id = r.stdout.strip().splitlines()[-1]
+    assert returned < 20, f"--detach took {returned:.1f} s to return"
+
+    status = tb("status", job_id, "--json", state=state_home, cwd=tmp_path)
+    data = json.loads(status.stdout)
+    assert data["status"] == "running" and data["supervisor_alive"] is True
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "tests.launch_app", "logs", job_id[:12], "-f"],
+        cwd=tmp_path,
+        env=cli_env(state_home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    marker = _wait_all_ranks(state_home)
+    listed = json.loads(tb("jobs", "--json", state=state_home, cwd=tmp_path).stdout)
+    assert [(j["id"], j["status"]) for j in listed] == [(job_id, "running")]
+
+    stopped = tb("stop", job_id, state=state_home, cwd=tmp_path)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert f"job {job_id} stopped" in stopped.stdout
+    assert job_pids(marker) == []
+    logged, _ = follower.communicate(timeout=30)  # -f ends with the job
+    assert "node0/torchrun " in logged and "node1/torchrun " in logged
+    final = only_job(state_home).read_state()
+    assert final.status == "stopped" and final.message == "stop requested (SIGTERM)"
+    assert sorted(job_pids(other.marker)) == sorted(other_pids)
+    again = tb("stop", job_id, state=state_home, cwd=tmp_path)
+    assert "had already ended: stopped" in again.stdout
+
+
+def test_an_unreachable_node_fails_the_job_and_is_stopped_later(
+    sshd_cluster: SshdCluster, state_home: Path, project: Path, tmp_path: Path
+) -> None:
+    """node1's sshd freezes (SIGSTOP: its kernel still answers TCP, nothing else does, the
+    hardest case to notice). Past --node-timeout the job fails naming node1, node0 is
+    stopped; node1's processes are left (nothing can reach them) until `tuneboard stop`
+    once node1 answers again."""
+    recipe = tiny_recipe(
+        sshd_cluster, project, workdir=f"{tmp_path}/nodes/{{node_rank}}", env={"TB_TEST_STEPS": "0"}
+    )
+    request = LaunchRequest(
+        recipe_path=recipe,
+        cpu=True,
+        cwd=project,
+        program=(str(DIST_PROGRAM),),
+        connect=dataclasses.replace(options(sshd_cluster), connect_timeout_s=2.0),
+        state_root=tuneboard_home(state_home),
+        grace_s=2.0,
+        node_timeout_s=3.0,
+    )
+    node1 = sshd_cluster.nodes[1]
+    frozen: list[int] = []
+    recorder = Recorder()
+
+    def freeze_node1() -> None:
+        wait_for(lambda: sum(" up, pid " in t for _, _, _, t in recorder.lines) == 4, 90, "up")
+        frozen.extend([node1.pid, *descendants(node1.pid)])
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        recorder.killed_at = time.monotonic()
+
+    prepared = prepare(request)
+    try:
+        with connect(prepared) as pool:
+            checked = check(prepared, pool)
+            plan = plan_job(prepared, checked)
+            job, state = create_job(prepared, plan)
+            sync_files(prepared, plan, pool, job)
+            freezer = threading.Thread(target=freeze_node1, daemon=True)
+            freezer.start()
+            final = run_foreground(prepared, plan, pool, job, state, recorder)
+            ended = time.monotonic()
+            freezer.join()
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert recorder.killed_at is not None
+    took = ended - recorder.killed_at
+    cause = final.root_cause
+    assert final.status == "failed" and cause is not None
+    assert cause.node == "node1" and cause.reason.startswith("unreachable for ")
+    assert took < 25, f"a frozen node took {took:.1f} s to fail the job"
+    assert final.nodes[0].status in ("exited", "stopped")  # node0: its torchrun got our TERM
+    assert final.nodes[1].status == "unreachable"
+    assert final.message is not None and f"tuneboard stop {final.id}" in final.message
+    assert job_pids(plan.node_marker(plan.nodes[0])) == []
+    left = job_pids(plan.node_marker(plan.nodes[1]))
+    assert left, "node1's ranks are beyond reach while it is frozen"
+
+    outcome = stop_job(job)  # node1 answers again
+    assert outcome.how == "direct"
+    assert job_pids(plan.marker) == []
+    after = job.read_state()
+    assert after.status == "failed" and after.nodes[1].status == "stopped"
+    print(f"frozen node -> job failed and node0 stopped in {took:.1f} s")
+
+
+def test_a_copy_that_fails_starts_nothing(
+    sshd_cluster: SshdCluster, state_home: Path, project: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "w1").write_text("a file where node1's workdir should be\n")
+    recipe = tiny_recipe(sshd_cluster, project, workdir=f"{tmp_path}/w{{node_rank}}")
+    r = tb(
+        "launch", str(recipe), "--cpu", *known_hosts(sshd_cluster), state=state_home, cwd=project
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "copying files to node1 failed" in r.stderr and "nothing was started" in r.stderr
+    state = only_job(state_home).read_state()
+    assert state.status == "failed" and state.started_at is None
+    assert job_pids(state.marker) == []
+    assert not (tmp_path / "w0" / ".tuneboard" / "jobs" / state.id / "node0").exists()
+
+
+def test_an_unknown_host_is_refused_until_trusted(
+    sshd_cluster: SshdCluster, state_home: Path, project: Path, tmp_path: Path
+) -> None:
+    recipe = tiny_recipe(sshd_cluster, project, workdir=str(tmp_path / "w"))
+    known = tmp_path / "known_hosts"
+    args = ["launch", str(recipe), "--cpu", "--dry-run", "--known-hosts", str(known)]
+    refused = tb(*args, state=state_home, cwd=project)
+    assert refused.returncode == 3
+    fingerprint = sshd_cluster.nodes[0].fingerprint()
+    line = next(x for x in refused.stdout.splitlines() if x.startswith("✗ node0 ssh:"))
+    assert fingerprint in line and "--trust-new-hosts" in line
+    assert not known.exists()
+    trusted = tb(*args, "--trust-new-hosts", state=state_home, cwd=project)
+    assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+    assert known.read_text().count("\n") == 2  # both nodes recorded, as OpenSSH writes them
+    assert tb(*args, state=state_home, cwd=project).returncode == 0  # known from now on

@@ -1,0 +1,290 @@
+"""Job directories and the jobs / status / logs commands on them; bad launch input; the
+node probe run on this machine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from launcher import node_probe
+from launcher.errors import LauncherInputError
+from launcher.jobs import (
+    JobDir,
+    JobState,
+    LaunchRecord,
+    NodeState,
+    Progress,
+    RootCause,
+    find_job,
+    list_job_dirs,
+    new_job_id,
+    process_start,
+    supervisor_alive,
+)
+from tests.conftest import ROOT
+from tests.launch_app import app
+
+
+def make_state(job_id: str, created_at: float, **changes: object) -> JobState:
+    launch = LaunchRecord(
+        recipe_source="/r.yaml",
+        cwd="/",
+        overrides=(),
+        hostfile=None,
+        master_addr=None,
+        master_port=None,
+        nproc_per_node=None,
+        cpu=True,
+        force=False,
+        grace_s=10.0,
+        node_timeout_s=60.0,
+        program=("-m", "recipes.run"),
+        known_hosts="/kh",
+        ssh_config=None,
+        identity_files=(),
+        user=None,
+        use_agent=True,
+        look_for_keys=True,
+        connect_timeout_s=10.0,
+    )
+    nodes = tuple(
+        NodeState(
+            f"node{i}",
+            f"10.0.0.{i + 1}",
+            None,
+            None,
+            None,
+            f"node{i}",
+            False,
+            i,
+            2,
+            "~/tuneboard",
+            "eth0",
+            "exited",
+            100 + i,
+            0,
+        )
+        for i in range(2)
+    )
+    state = JobState(
+        id=job_id,
+        name="tiny",
+        marker=f"tb-{job_id}",
+        status="succeeded",
+        recipe_file="r.yaml",
+        created_at=created_at,
+        launch=launch,
+        master_addr="10.0.0.1",
+        master_port=29500,
+        python="python3",
+        env=(("NCCL_DEBUG", "WARN"),),
+        secret_names=("HF_TOKEN",),
+        shared_fs=False,
+        metrics_path="tuneboard/runs/x/metrics.jsonl",
+        nodes=nodes,
+        progress=Progress(step=40, total_steps=40, loss=1.25, tokens_per_s=2500.0, eta_s=0.0),
+    )
+    return dataclasses.replace(state, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "160")
+    return tmp_path / "tuneboard"
+
+
+def add_job(root: Path, job_id: str, created_at: float, **changes: object) -> JobDir:
+    job = JobDir.create(job_id, root)
+    job.write_state(make_state(job_id, created_at, **changes))
+    return job
+
+
+def test_state_round_trips_and_ids_are_found_by_prefix(state_home: Path) -> None:
+    assert re.fullmatch(r"my-run-\d{4}-\d{6}-[0-9a-f]{4}", new_job_id("my run!"))
+    first = add_job(state_home, "tiny-0101-000000-aaaa", 1.0)
+    failed = make_state(
+        "tiny-0101-000001-bbbb",
+        2.0,
+        status="failed",
+        root_cause=RootCause("node1", 1, 3, 1, "exit code 1", ("Traceback", "boom")),
+    )
+    second = JobDir.create(failed.id, state_home)
+    second.write_state(failed)
+    assert second.read_state() == failed
+    assert first.path.stat().st_mode & 0o777 == 0o700
+    assert [j.id for j in list_job_dirs(state_home)] == [first.id, second.id]
+    assert find_job("latest", state_home).id == second.id
+    assert find_job("tiny-0101-000000", state_home).id == first.id
+    with pytest.raises(LauncherInputError, match="matches 2 jobs"):
+        find_job("tiny-0101", state_home)
+    with pytest.raises(LauncherInputError, match="no job 'nope'"):
+        find_job("nope", state_home)
+    with pytest.raises(LauncherInputError, match="not a job id"):
+        find_job("../etc", state_home)
+
+
+def test_a_supervisor_is_alive_only_with_the_same_pid_and_start_time() -> None:
+    me = make_state(
+        "x",
+        0.0,
+        status="running",
+        supervisor_pid=os.getpid(),
+        supervisor_start=process_start(os.getpid()),
+        supervisor_host=socket.gethostname(),
+    )
+    assert supervisor_alive(me)
+    assert not supervisor_alive(dataclasses.replace(me, supervisor_start=1))  # a recycled pid
+    assert not supervisor_alive(dataclasses.replace(me, supervisor_host="elsewhere"))
+
+
+def test_jobs_status_and_logs_commands(state_home: Path) -> None:
+    job = add_job(state_home, "tiny-0101-000000-aaaa", 1.0)
+    lost = add_job(state_home, "tiny-0101-000001-bbbb", 2.0, status="running", supervisor_pid=1)
+    job.combined_log.write_text("node0/0 hello\nnode1/2 world\n")
+    job.node_log("node1").write_text("node1/2 world\n")
+    runner = CliRunner()
+
+    listed = runner.invoke(app, ["jobs", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert [(r["id"], r["status"], r["status_shown"]) for r in rows] == [
+        (job.id, "succeeded", "succeeded"),
+        (lost.id, "running", "lost"),  # its supervisor is gone: it may still run on the nodes
+    ]
+    assert rows[0]["progress"]["step"] == 40 and rows[0]["world_size"] == 4
+    table = runner.invoke(app, ["jobs"]).stdout
+    assert job.id in table and "40/40" in table and "lost" in table
+
+    status = runner.invoke(app, ["status", "tiny-0101-000000", "--json"])
+    data = json.loads(status.stdout)
+    assert data["id"] == job.id and data["job_dir"] == str(job.path)
+    assert data["secret_names"] == ["HF_TOKEN"] and data["supervisor_alive"] is False
+    shown = runner.invoke(app, ["status", lost.id]).stdout
+    assert "lost" in shown and f"tuneboard stop {lost.id}" in shown
+
+    assert runner.invoke(app, ["logs", job.id]).stdout == "node0/0 hello\nnode1/2 world\n"
+    assert runner.invoke(app, ["logs", job.id, "--node", "node1"]).stdout == "node1/2 world\n"
+    bad = runner.invoke(app, ["logs", job.id, "--node", "node9"])
+    assert bad.exit_code == 2 and "runs on node0, node1" in bad.stderr
+    missing = runner.invoke(app, ["status", "nope"])
+    assert missing.exit_code == 2 and missing.stderr.count("\n") == 1
+    refused = runner.invoke(app, ["resume", lost.id])
+    assert refused.exit_code == 2 and "stop it first" in refused.stderr
+
+
+def test_stop_of_an_ended_job_says_so(state_home: Path) -> None:
+    job = add_job(state_home, "tiny-0101-000000-aaaa", 1.0)
+    result = CliRunner().invoke(app, ["stop", job.id])
+    assert result.exit_code == 0 and "had already ended: succeeded" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("write", "args", "message"),
+    [
+        (None, [], "no such file"),
+        ("model: {name: x}\ntraining: {learnig_rate: 1}\n", [], "learning_rate"),
+        ("model: {name: x}\n", ["--hostfile", "HOSTS"], "slots must be a whole number"),
+        ("model: {name: x}\n", ["--nproc-per-node", "0"], "--nproc-per-node must be ≥ 1"),
+        ("model: {name: x}\ncluster: {nodes: [a], workdir: '/w/{x}'}\n", [], "placeholder {x}"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_starts_nothing(
+    write: str | None, args: list[str], message: str, tmp_path: Path
+) -> None:
+    recipe = tmp_path / "r.yaml"
+    if write is not None:
+        recipe.write_text(write)
+    (tmp_path / "hosts").write_text("node1 slots=x\n")
+    args = [str(tmp_path / "hosts") if a == "HOSTS" else a for a in args]
+    r = subprocess.run(
+        [sys.executable, "-m", "tests.launch_app", "launch", str(recipe), "--cpu", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("error: ") and message in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "state").exists()
+
+
+# -- the node probe, run here ---------------------------------------------------------------
+
+
+def test_probe_facts_of_this_machine(tmp_path: Path) -> None:
+    (tmp_path / "data.jsonl").write_text("{}\n")
+    (tmp_path / "out" / "checkpoint-20").mkdir(parents=True)
+    (tmp_path / "out" / "checkpoint-20" / "trainer_state.json").write_text("{}")
+    (tmp_path / "out" / "checkpoint-30").mkdir()  # no trainer_state.json: not complete
+    facts = node_probe.facts(
+        {
+            "workdir": str(tmp_path),
+            "packages": ["pydantic", "no-such-dist"],
+            "modules": ["launcher.node_probe", "no_such_module"],
+            "paths": ["data.jsonl", "missing.jsonl"],
+            "output_dir": "out",
+            "master_addr": "127.0.0.1",
+            "master_port": 1,
+            "is_master": True,
+            "connect_timeout_s": 0.2,
+        }
+    )
+    assert facts["python"] == sys.executable
+    assert facts["packages"]["pydantic"] and facts["packages"]["no-such-dist"] is None
+    assert facts["modules"] == {"launcher.node_probe": True, "no_such_module": False}
+    assert facts["paths"] == {"data.jsonl": True, "missing.jsonl": False}
+    assert facts["latest_checkpoint"] == 20
+    assert facts["iface"] == "lo" and facts["disk_free_bytes"] > 0
+    assert facts["connect"]["ok"] is False  # nothing listens on port 1
+
+
+def test_probe_listener_and_connections() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results: dict[str, object] = {}
+    server = threading.Thread(
+        target=lambda: results.update(node_probe.listen("127.0.0.1", port, 2, 10)), daemon=True
+    )
+    server.start()
+    for _ in range(2):
+        assert node_probe.connect("127.0.0.1", port, 2, retry_refused_s=5)["ok"] is True
+    server.join(5)
+    assert results == {"ok": True, "accepted": 2}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        assert node_probe.listen("127.0.0.1", taken, 1, 1)["errno"] == 98
+    assert node_probe.listen("10.254.254.254", port, 1, 1)["errno"] == 99
+
+
+def test_launcher_and_its_commands_import_without_the_training_stack() -> None:
+    code = (
+        "import sys, tuneboard.cli_launch, tuneboard.cli_jobs, tests.launch_app\n"
+        "commands = set(sys.modules)\n"
+        "import pkgutil, importlib, launcher\n"
+        "for m in pkgutil.iter_modules(launcher.__path__, 'launcher.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(' '.join(sorted(commands)), '|', ' '.join(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout
+    commands, everything = (part.split() for part in out.split("|"))
+    assert "launcher.supervise" in commands and "paramiko" not in commands  # SSH when used
+    heavy = [m for m in ("torch", "transformers", "textual", "peft", "trl") if m in everything]
+    assert heavy == []

@@ -1,0 +1,220 @@
+"""`tuneboard dashboard` and `tuneboard agent`: watch GPUs and a job; sample a node.
+
+Importing this module is light: textual is imported only when the dashboard starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from tuneboard.dash.config import StopJob
+
+DASHBOARD_HELP = """Watch every GPU of every node and the job's loss, live, in the terminal.
+
+Keys: 1 Cluster · 2 Job · 3 Plan · ? help · q quit.
+
+Examples:
+
+  tuneboard dashboard                         this machine's GPUs (NVML)
+
+  tuneboard dashboard runs/llama-sft          + a job's metrics, status and logs
+
+  tuneboard dashboard --replay tests/data/replay-3x8-a800.jsonl --speed 10
+
+  tuneboard dashboard --fake-gpus 3x8 --record demo.jsonl
+"""
+
+AGENT_HELP = """Sample this node for the dashboard: one JSON line per interval on stdout.
+
+Each line holds the GPUs (NVML), CPU and RAM (/proc), and the new lines of the job's
+metrics, status and logs. The dashboard starts it on every node over SSH.
+
+  tuneboard agent --job-dir runs/llama-sft --interval 1
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="dashboard", help=DASHBOARD_HELP)(dashboard)
+    app.command(name="agent", help=AGENT_HELP)(agent)
+
+
+def _fake_shape(text: str) -> tuple[int, int]:
+    from planner.errors import PlannerInputError
+
+    parts = text.lower().split("x")
+    if len(parts) == 1:
+        parts = ["1", parts[0]]
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise PlannerInputError(
+            f"--fake-gpus {text!r}: write NODESxGPUS like 3x8, or a GPU count like 8"
+        )
+    return int(parts[0]), int(parts[1])
+
+
+def _resolve_job(job: str) -> Path:
+    """A directory, or a launcher job: its id, a unique prefix of it, or `latest`."""
+    from planner.errors import PlannerInputError
+
+    path = Path(job).expanduser()
+    if path.exists():
+        return path
+    try:
+        from launcher.errors import LauncherInputError
+        from launcher.jobs import find_job
+    except ImportError:  # the launcher's job layer is not installed
+        raise PlannerInputError(f"job directory {job!r} does not exist") from None
+    try:
+        return find_job(job).path
+    except LauncherInputError as exc:
+        raise PlannerInputError(f"{job!r} is not a directory, nor a job: {exc}") from None
+
+
+def latest_job_or_none() -> str | None:
+    """`latest` when a job was launched from this machine, else None."""
+    from planner.errors import PlannerInputError
+
+    try:
+        _resolve_job("latest")
+    except PlannerInputError:
+        return None
+    return "latest"
+
+
+def _launcher_stop(path: Path) -> StopJob | None:
+    """Stop through the launcher when `path` is one of its job directories."""
+    if not (path / "state.json").is_file():
+        return None
+
+    def stop() -> str:
+        from launcher.control import stop_job
+        from launcher.jobs import JobDir
+
+        outcome = stop_job(JobDir(path))
+        return f"job {outcome.state.id}: {outcome.state.status} ({outcome.how})"
+
+    return stop
+
+
+def dashboard(
+    job: Annotated[
+        str | None,
+        typer.Argument(
+            help="A job directory or a recipe's output directory to watch, or a launched "
+            "job's id (a prefix of it, or `latest`).",
+            show_default=False,
+        ),
+    ] = None,
+    replay: Annotated[
+        Path | None, typer.Option(help="Play back a recording made with --record.")
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(help="Replay speed: 1 = as recorded, 10 = 10× faster.")
+    ] = 1.0,
+    record: Annotated[
+        Path | None,
+        typer.Option(help="Write every sample the sources see to this file (JSON lines)."),
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between samples.")] = 1.0,
+    no_mouse: Annotated[bool, typer.Option("--no-mouse", help="Do not capture the mouse.")] = False,
+    fake_gpus: Annotated[
+        str | None,
+        typer.Option(help="Fake NVIDIA GPUs instead of NVML, e.g. 3x8 (demos, benchmarks)."),
+    ] = None,
+    compact: Annotated[
+        bool | None,
+        typer.Option(
+            "--compact/--detailed",
+            help="Cluster layout (default: compact above 64 GPUs).",
+            show_default=False,
+        ),
+    ] = None,
+    stats: Annotated[Path | None, typer.Option(hidden=True)] = None,
+) -> None:
+    from planner.errors import PlannerInputError
+    from tuneboard.dash.config import DashConfig
+    from tuneboard.sources.base import Source
+
+    if interval <= 0:
+        raise PlannerInputError(f"--interval must be positive, got {interval}")
+    sources: list[Source] = []
+    config = DashConfig(interval_s=interval, record=record, stats_path=stats, compact=compact)
+    labels: list[str] = []
+    if replay is not None and (job is not None or fake_gpus is not None):
+        raise PlannerInputError("--replay plays a recording: give it without JOB or --fake-gpus")
+    if replay is not None:
+        from tuneboard.sources.replay import ReplayError, ReplaySource, check_recording
+
+        try:
+            check_recording(replay)
+            source = ReplaySource(replay, speed=speed)
+        except ReplayError as exc:
+            raise PlannerInputError(str(exc)) from None
+        sources.append(source)
+        config.clock = source.virtual_time
+        labels.append(f"replay ×{speed:g}" if speed != 1 else "replay")
+    else:
+        if fake_gpus is not None:
+            from tuneboard.sources.gpu_sources import FakeClusterSource
+
+            nodes, per_node = _fake_shape(fake_gpus)
+            sources.append(FakeClusterSource(nodes, per_node, interval_s=interval))
+            labels.append("fake GPUs")
+        else:
+            from tuneboard.sources.gpu_sources import LocalGpuSource
+
+            sources.append(LocalGpuSource(interval_s=interval))
+        if job is not None:
+            from tuneboard.sources.jobdir import JobDirSource
+
+            job_dir = _resolve_job(job)
+            # a stat per file: cheap, so files are checked at least twice a second
+            sources.append(JobDirSource(job_dir, interval_s=min(interval, 0.5)))
+            config.stop_job = _launcher_stop(job_dir)
+            labels.append(job_dir.name)
+            config.start_mode = "job"
+    if record is not None:
+        labels.append(f"● rec {record.name}")
+    config.sources = sources
+    config.label = " · ".join(labels)
+    from tuneboard.dash.app import DashboardApp
+
+    DashboardApp(config).run(mouse=not no_mouse)
+
+
+def agent(
+    job_dir: Annotated[
+        Path | None, typer.Option(help="Job or output directory: metrics, status, logs.")
+    ] = None,
+    metrics: Annotated[Path | None, typer.Option(help="A metrics.jsonl to follow.")] = None,
+    log: Annotated[
+        list[Path] | None, typer.Option(help="A log file to follow (repeatable).")
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between samples.")] = 1.0,
+    node: Annotated[str | None, typer.Option(help="Node name [default: hostname].")] = None,
+    fake_gpus: Annotated[
+        int | None, typer.Option(help="Fake NVIDIA GPUs instead of NVML (tests, demos).")
+    ] = None,
+    count: Annotated[int | None, typer.Option(help="Stop after this many samples.")] = None,
+) -> None:
+    from planner.errors import PlannerInputError
+    from tuneboard.agent import AgentOptions, run_agent
+
+    if interval <= 0:
+        raise PlannerInputError(f"--interval must be positive, got {interval}")
+    raise typer.Exit(
+        run_agent(
+            AgentOptions(
+                interval_s=interval,
+                node=node,
+                job_dir=job_dir,
+                metrics=metrics,
+                logs=list(log or []),
+                fake_gpus=fake_gpus,
+                count=count,
+            )
+        )
+    )
