@@ -93,6 +93,10 @@ def build_tiny_model(spec: TinyModelSection, texts: list[str], out_dir: Path) ->
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
     out_dir.mkdir(parents=True, exist_ok=True)
+    # transformers 5 writes weights only on global rank 0 once torch.distributed is up
+    # (PreTrainedModel.should_save_on_this_rank); each node's local rank 0 builds its
+    # own copy here (the output dir may not be shared), so let this process write.
+    model.should_save_on_this_rank = lambda is_main_process: is_main_process
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     marker.write_text(json.dumps({"digest": digest, "spec": spec.model_dump(mode="json")}))

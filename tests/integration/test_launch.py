@@ -187,6 +187,31 @@ def test_preflight_refuses_and_starts_nothing(
 # -- a job end to end ---------------------------------------------------------------------------
 
 
+def test_tiny_recipe_on_separate_workdirs(
+    sshd_cluster: SshdCluster, state_home: Path, tmp_path: Path
+) -> None:
+    """No shared filesystem: each node gets its own copy of the recipe and data, and each
+    node's local rank 0 builds its own tiny base model (recipes/tiny.py)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    recipe = tiny_recipe(
+        sshd_cluster,
+        project,
+        workdir=f"{tmp_path}/nodes/{{node_rank}}",
+        training={"max_steps": 4, "save_steps": 100, "logging_steps": 2},
+    )
+    r = tb(
+        "launch", str(recipe), "--cpu", *known_hosts(sshd_cluster), state=state_home, cwd=project
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    state = only_job(state_home).read_state()
+    assert state.status == "succeeded"
+    assert [(n.name, n.exit_code) for n in state.nodes] == [("node0", 0), ("node1", 0)]
+    for rank in (0, 1):
+        assert (tmp_path / "nodes" / str(rank)).is_dir()
+    assert job_pids(state.marker) == []
+
+
 def test_two_nodes_train_the_tiny_lora_recipe(
     sshd_cluster: SshdCluster, state_home: Path, tmp_path: Path
 ) -> None:
