@@ -88,6 +88,18 @@ class Setup:
     def is_adapter(self) -> bool:
         return self.method in ("lora", "qlora", "dora")
 
+    def short_label(self) -> str:
+        """`full Z3+oc ck mb16`: method, sharding (+oc/+pc: optimizer/params offloaded to
+        CPU, +on/+pn: to NVMe), checkpointing, micro-batch. For narrow tables."""
+        shard = f"Z{self.zero_stage}"
+        if self.fsdp is not None:
+            shard = {"full": "FSDP", "grad-op": "FSDP-go", "hybrid": "HSDP"}[self.fsdp]
+        for kind, where in (("o", self.offload_optimizer), ("p", self.offload_params)):
+            if where != "none":
+                shard += f"+{kind}{where[0]}"
+        ck = "ck " if self.gradient_checkpointing else ""
+        return f"{self.method} {shard} {ck}mb{self.micro_batch_size}"
+
     def label(self) -> str:
         """A short human label, e.g. `lora ZeRO-3 off:opt=cpu ckpt mb4`."""
         parts = [self.method, self.sharding_label]

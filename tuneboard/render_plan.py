@@ -44,18 +44,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
-def _setup_cell(c: Candidate) -> str:
-    """`full Z3+opt:cpu ck mb16`: method, sharding, offload, checkpointing, micro-batch."""
-    s = c.setup
-    shard = f"Z{s.zero_stage}"
-    if s.fsdp is not None:
-        shard = {"full": "FSDP", "grad-op": "FSDP-go", "hybrid": "HSDP"}[s.fsdp]
-    for kind, where in (("o", s.offload_optimizer), ("p", s.offload_params)):
-        if where != "none":
-            shard += f"+{kind}{where[0]}"
-    return f"{s.method} {shard} {'ck ' if s.gradient_checkpointing else ''}mb{s.micro_batch_size}"
-
-
 def _offload(c: Candidate) -> str:
     s = c.setup
     parts = []
@@ -137,7 +125,7 @@ def render_plan(
         mark = "★" if is_rec else str(i + 1)
         if c.source == "trace":
             mark += "ᵗ"
-        cells: list[str | Text] = [mark, _setup_cell(c)]
+        cells: list[str | Text] = [mark, c.setup.short_label()]
         cells += [_g(m.weights_bytes), _g(m.gradients_bytes), _g(m.optimizer_bytes)]
         cells.append(_g(m.activations_bytes))
         if wide:

@@ -17,7 +17,7 @@ from planner.errors import PlannerInputError
 from planner.gpus import gpu_from_nvml_name
 from planner.hf_config import find_catalog_entry
 from planner.models import resolve_model
-from planner.search import Candidate, Plan, make_plan
+from planner.search import Plan, make_plan
 from planner.setups import METHODS, Constraints, Method
 from tuneboard.dash import format as fmt
 from tuneboard.dash.state import DashState
@@ -104,19 +104,6 @@ def detected_gpus(state: DashState) -> str | None:
     return f"{len(nodes)}x{per_node}x{spec.name}"
 
 
-def _setup_label(c: Candidate) -> str:
-    """`full Z3+oc ck mb16`: method, sharding, offload, checkpointing, micro-batch."""
-    s = c.setup
-    shard = f"Z{s.zero_stage}"
-    if s.fsdp is not None:
-        shard = {"full": "FSDP", "grad-op": "FSDP-go", "hybrid": "HSDP"}[s.fsdp]
-    for kind, where in (("o", s.offload_optimizer), ("p", s.offload_params)):
-        if where != "none":
-            shard += f"+{kind}{where[0]}"
-    ck = "ck " if s.gradient_checkpointing else ""
-    return f"{s.method} {shard} {ck}mb{s.micro_batch_size}"
-
-
 def plan_columns(wide: bool) -> list[Column]:
     cols = [Column("rank", "#", 3), Column("setup", "setup", 22)]
     if wide:
@@ -148,7 +135,7 @@ def plan_rows(plan: Plan, wide: bool, top: int = 30) -> list[Row]:
 
         cells: list[str | Text] = [
             Text("★" if rec else str(i + 1), style=style),
-            Text(_setup_label(c), style=style),
+            Text(c.setup.short_label(), style=style),
         ]
         other = m.buffers_bytes + m.framework_overhead_bytes + m.fragmentation_bytes
         if wide:
