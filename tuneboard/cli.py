@@ -44,14 +44,32 @@ def _bare(ctx: typer.Context) -> None:
     dashboard(job=latest_job_or_none())
 
 
-def _register() -> None:
-    from tuneboard import cli_catalog, cli_dashboard, cli_jobs, cli_launch, cli_plan
+#: Which module defines each command. Only the module of the command being run is
+#: imported, so `tuneboard plan` does not pay for the launcher's or the dashboard's imports.
+_COMMAND_MODULES: dict[str, str] = {
+    "plan": "cli_plan",
+    "launch": "cli_launch",
+    "jobs": "cli_jobs",
+    "status": "cli_jobs",
+    "logs": "cli_jobs",
+    "stop": "cli_jobs",
+    "resume": "cli_jobs",
+    "dashboard": "cli_dashboard",
+    "agent": "cli_dashboard",
+    "models": "cli_catalog",
+    "gpus": "cli_catalog",
+}
+_ORDER = ("cli_plan", "cli_launch", "cli_jobs", "cli_dashboard", "cli_catalog")
 
-    cli_plan.register(app)
-    cli_launch.register(app)
-    cli_jobs.register(app)
-    cli_dashboard.register(app)
-    cli_catalog.register(app)
+
+def _register(argv: list[str]) -> None:
+    import importlib
+
+    command = next((a for a in argv if not a.startswith("-")), None)
+    wanted = _COMMAND_MODULES.get(command or "")
+    for name in _ORDER if wanted is None else (wanted,):
+        module = importlib.import_module(f"tuneboard.{name}")
+        module.register(app)
 
 
 class UserError(Exception):
@@ -64,9 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:  # pragma: no cover - older typer
         from click import exceptions as click_exc  # type: ignore[no-redef]
 
-    _register()
+    args = sys.argv[1:] if argv is None else argv
+    _register(args)
     try:
-        code = app(args=argv, standalone_mode=False, prog_name="tuneboard")
+        code = app(args=args, standalone_mode=False, prog_name="tuneboard")
     except (PlannerInputError, UserError) as exc:
         _fail(str(exc))
     except click_exc.NoArgsIsHelpError as exc:

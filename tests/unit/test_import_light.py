@@ -39,3 +39,21 @@ def test_plan_command_path_stays_light() -> None:
     )
     leaked = [m for m in HEAVY if m in modules]
     assert leaked == [], f"heavy imports leaked into the plan path: {leaked}"
+
+
+def test_running_plan_imports_no_launcher_dashboard_or_training_stack() -> None:
+    """The CLI imports only the module of the command it runs (tuneboard/cli.py)."""
+    script = (
+        "import sys, atexit\n"
+        "atexit.register(lambda: print('MODS', ' '.join(sorted(sys.modules)), file=sys.stderr))\n"
+        "from tuneboard.cli import main\n"
+        "main(['plan', '--model', '7b', '--gpus', '8xA800', '--json'])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("MODS "))
+    modules = set(line.split()[1:])
+    assert "planner.search" in modules
+    leaked = [m for m in (*HEAVY, "launcher", "paramiko", "tuneboard.dash") if m in modules]
+    assert leaked == [], f"`tuneboard plan` imported {leaked}"
