@@ -147,6 +147,9 @@ async def test_plan_form_updates_as_you_type_and_saves_a_recipe(
             pilot, lambda: screen.outcome is not None and screen.outcome.plan is not None
         )
         before = screen.computations
+        # A debounce longer than any gap between these keys, even on a loaded machine:
+        # the four edits must then give exactly one computation.
+        monkeypatch.setattr("tuneboard.dash.plan_screen.DEBOUNCE_S", 3.0)
         await pilot.press("tab", "tab")  # method select -> seq len
         await pilot.press("backspace", "backspace", "backspace", "backspace", *"4096")
         await wait_for(
