@@ -9,6 +9,7 @@ Shapes follow the transformers implementation of each family (module names in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from planner.errors import PlannerInputError
 from planner.setups import Setup
@@ -70,7 +71,8 @@ ROLE_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-def layer_linears(spec: ModelSpec) -> list[Linear]:
+@lru_cache(maxsize=64)
+def layer_linears(spec: ModelSpec) -> tuple[Linear, ...]:
     """The nn.Linear modules of one decoder layer (weights only; biases do not get LoRA)."""
     h, d = spec.hidden_size, spec.head_dim
     q_out = spec.num_attention_heads * d
@@ -89,7 +91,7 @@ def layer_linears(spec: ModelSpec) -> list[Linear]:
     if spec.mlp_kind == "plain":
         out.append(Linear("fc1", names["fc1"], h, i))
         out.append(Linear("fc2", names["fc2"], i, h))
-        return out
+        return tuple(out)
     experts = spec.num_experts
     expert = experts > 1
     # transformers 5 keeps MoE experts (and Mixtral's router) as 3D nn.Parameters,
@@ -106,7 +108,7 @@ def layer_linears(spec: ModelSpec) -> list[Linear]:
         out.append(Linear("gate", exp_names["gate"], h, i, experts, expert, module))
         out.append(Linear("up", exp_names["up"], h, i, experts, expert, module))
     out.append(Linear("down", exp_names["down"], i, h, experts, expert, module))
-    return out
+    return tuple(out)
 
 
 def resolve_lora_targets(spec: ModelSpec, targets: str) -> list[Linear]:
@@ -121,7 +123,7 @@ def resolve_lora_targets(spec: ModelSpec, targets: str) -> list[Linear]:
     linears = layer_linears(spec)
     text = targets.strip().lower()
     if text in ("all-linear", "all_linear", "all"):
-        return linears
+        return list(linears)
     wanted: set[str] = set()
     for raw in text.split(","):
         item = raw.strip()

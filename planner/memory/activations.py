@@ -93,17 +93,24 @@ def attention_kind(spec: ModelSpec, setup: Setup) -> str:
     return setup.attention
 
 
-def layer_modes(spec: ModelSpec, setup: Setup) -> list[LayerMode]:
-    """One LayerMode per decoder layer, bottom to top."""
+def layer_modes(spec: ModelSpec, setup: Setup) -> list[tuple[LayerMode, int]]:
+    """(mode, number of layers) from the bottom of the stack to the top."""
     n = spec.num_layers
     if setup.method == "full":
-        return [LayerMode(True, False, True)] * n
+        return [(LayerMode(True, False, True), n)]
     if setup.method == "freeze":
         first = n - setup.freeze_trainable_layers
-        return [LayerMode(i >= first, False, i > first) for i in range(n)]
+        return [
+            (LayerMode(False, False, False), first),
+            (LayerMode(True, False, False), 1),
+            (LayerMode(True, False, True), n - first - 1),
+        ]
     # Adapters: the embedding output carries no gradient, unless checkpointing makes
     # PEFT call enable_input_require_grads().
-    return [LayerMode(False, True, i > 0 or setup.gradient_checkpointing) for i in range(n)]
+    return [
+        (LayerMode(False, True, setup.gradient_checkpointing), 1),
+        (LayerMode(False, True, True), n - 1),
+    ]
 
 
 def _norm_bytes(spec: ModelSpec, e: int, in_rg: bool, weight_trains: bool) -> float:
@@ -175,9 +182,9 @@ def activation_estimate(spec: ModelSpec, setup: Setup) -> ActivationEstimate:
     """Saved activations and the logits peak for one micro-batch on one GPU."""
     e = LAYOUTS[setup.precision].activation_bytes
     tokens = setup.micro_batch_size * setup.seq_len
-    modes = layer_modes(spec, setup)
-    per_layer = [layer_bytes_per_token(spec, setup, m) for m in modes]
-    busiest = max(per_layer)
+    modes = [(m, count) for m, count in layer_modes(spec, setup) if count > 0]
+    per_mode = [(layer_bytes_per_token(spec, setup, m), count) for m, count in modes]
+    busiest = max(b for b, _ in per_mode)
     final = _final_norm_bytes(spec, setup)
     # TP (Megatron, with sequence parallelism) divides all of it; PP's first stage
     # holds pp micro-batches of L/pp layers, the same as L layers of one.
@@ -190,7 +197,7 @@ def activation_estimate(spec: ModelSpec, setup: Setup) -> ActivationEstimate:
     if setup.gradient_checkpointing:
         # torch.utils.checkpoint (non-reentrant) keeps every layer's input, even for
         # layers that need no gradient (freeze's frozen bottom, measured on traces).
-        kept = len(modes) * e * spec.hidden_size
+        kept = spec.num_layers * e * spec.hidden_size
         recompute = busiest * scale
         acts = (kept + final) * scale + recompute + transient
         overlap = min(recompute + transient, logits)
@@ -199,7 +206,7 @@ def activation_estimate(spec: ModelSpec, setup: Setup) -> ActivationEstimate:
             # the logits' backward; not understood yet, so no overlap is assumed.
             overlap = 0.0
     else:
-        acts = (sum(per_layer) + final) * scale + transient
+        acts = (sum(b * count for b, count in per_mode) + final) * scale + transient
         overlap = min(transient, logits)
     acts += 16 * tokens  # int64 input_ids and labels
     if spec.position_kind == "rope":
