@@ -83,12 +83,6 @@ def unknown_model_message(value: str) -> str:
     )
 
 
-def spec_from_config_path(path: Path) -> ModelSpec:
-    config = _read_config(path)
-    name = path.name if path.is_dir() else (path.parent.name or path.stem)
-    return spec_from_hf_config(config, name=name, source="config")
-
-
 def _read_config(path: Path) -> dict[str, Any]:
     file = path / "config.json" if path.is_dir() else path
     if not file.is_file():

@@ -47,8 +47,14 @@ def gib(n: float) -> str:
     return f"{n / GIB:.1f} GiB"
 
 
-def why_not(c: Candidate) -> str | None:
-    """One line on why a candidate does not fit; None when it does."""
+def memory_fits(mem: MemoryBreakdown, cluster: ClusterSpec) -> bool:
+    """GPU memory, host RAM, and NVMe when its size is known."""
+    nvme_ok = cluster.nvme_bytes is None or mem.host.nvme_bytes <= cluster.nvme_bytes
+    return mem.fits_gpu and mem.fits_host and nvme_ok
+
+
+def why_not(c: Candidate, cluster: ClusterSpec) -> str | None:
+    """One line on why a candidate does not fit (the checks of `memory_fits`); None when it does."""
     m = c.memory
     if not m.fits_gpu:
         return f"{m.total_bytes / GIB:.1f} GiB > {m.usable_bytes / GIB:.1f} GiB usable per GPU"
@@ -57,6 +63,8 @@ def why_not(c: Candidate) -> str | None:
             f"host RAM {m.host.cpu_bytes / GIB:.0f} GiB > {m.usable_host_bytes / GIB:.0f} GiB "
             "usable per node"
         )
+    if cluster.nvme_bytes is not None and m.host.nvme_bytes > cluster.nvme_bytes:
+        return f"NVMe {gib(m.host.nvme_bytes)} > {gib(cluster.nvme_bytes)} free per node"
     return None
 
 
@@ -115,9 +123,7 @@ def make_plan(spec: ModelSpec, cluster: ClusterSpec, constraints: Constraints) -
     for setup in setups:
         mem = estimate_memory(spec, cluster, setup)
         est = estimate_time(spec, cluster, setup)
-        fits = mem.fits_gpu and mem.fits_host
-        if cluster.nvme_bytes is not None and mem.host.nvme_bytes > cluster.nvme_bytes:
-            fits = False
+        fits = memory_fits(mem, cluster)
         candidates.append(
             Candidate(setup, mem, est, fits, tuple(_notes(spec, cluster, setup, mem)))
         )
@@ -142,7 +148,7 @@ def make_plan(spec: ModelSpec, cluster: ClusterSpec, constraints: Constraints) -
                 smallest = min(tried, key=lambda c: c.memory.total_bytes)
                 rejected.append(
                     f"{method}: nothing fits (smallest, {smallest.setup.label()}: "
-                    f"{why_not(smallest)})"
+                    f"{why_not(smallest, cluster)})"
                 )
         # Families (same setup except the micro-batch) that rank above the
         # recommendation and have no member that fits: say why, smallest first.
@@ -159,7 +165,9 @@ def make_plan(spec: ModelSpec, cluster: ClusterSpec, constraints: Constraints) -
             if any(m.fits for m in members) or len(rejected) >= MAX_REJECTIONS:
                 continue
             smallest = min(members, key=lambda c: c.memory.total_bytes)
-            rejected.append(f"{family} (mb{smallest.setup.micro_batch_size}): {why_not(smallest)}")
+            rejected.append(
+                f"{family} (mb{smallest.setup.micro_batch_size}): {why_not(smallest, cluster)}"
+            )
     return Plan(
         model=spec,
         cluster=cluster,

@@ -8,7 +8,7 @@ enumerated. Pinning every enumerated dimension yields exactly one setup.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from planner.errors import PlannerInputError
@@ -307,8 +307,3 @@ def enumerate_setups(c: Constraints, model: ModelSpec, cluster: ClusterSpec) -> 
             f"{list(mbs)} × {dp} data-parallel ranks"
         )
     return out
-
-
-def with_changes(setup: Setup, **changes: object) -> Setup:
-    """A copy of `setup` with some fields changed (typed wrapper around `replace`)."""
-    return replace(setup, **changes)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ from typing import Any
 from planner.errors import PlannerInputError
 from planner.layers import resolve_lora_targets
 from planner.memory.breakdown import MemoryBreakdown, estimate_memory
-from planner.search import Candidate, Plan, why_not
+from planner.search import Candidate, Plan, memory_fits, why_not
 from planner.setups import Setup
 from planner.specs import ClusterSpec, ModelSpec
 
@@ -156,14 +156,14 @@ def refine_with_traces(
             traces[key] = run_trace(plan.model, config, c.setup)
         trace = traces[key]
         memory = traced_memory(plan.model, plan.cluster, c.setup, trace)
-        fits = memory.fits_gpu and memory.fits_host
+        fits = memory_fits(memory, plan.cluster)
         notes = c.notes + ((trace.stand_in,) if trace.stand_in else ())
         candidates[i] = Candidate(c.setup, memory, c.time, fits, notes, source="trace")
         by_index[i] = trace
         if fits:
             recommended = i
             break
-        rejected.append(f"{c.setup.label()} (traced): {why_not(candidates[i])}")
+        rejected.append(f"{c.setup.label()} (traced): {why_not(candidates[i], plan.cluster)}")
     notes = plan.notes
     if recommended is None and by_index:
         notes = (*notes, f"none of the {len(traces)} traced shapes fits; try a smaller setup")

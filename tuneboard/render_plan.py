@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from planner.memory.overhead import USABLE_FRACTION
-from planner.search import Candidate, Plan
+from planner.search import Plan
 
 GIB = 1024**3
 
@@ -42,16 +42,6 @@ def _duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds / 60:.1f} min"
     return f"{seconds:.1f} s"
-
-
-def _offload(c: Candidate) -> str:
-    s = c.setup
-    parts = []
-    if s.offload_optimizer != "none":
-        parts.append(f"opt:{s.offload_optimizer}")
-    if s.offload_params != "none":
-        parts.append(f"par:{s.offload_params}")
-    return ",".join(parts) or "-"
 
 
 def _rows(plan: Plan, show_all: bool, top: int) -> list[int]:

@@ -39,7 +39,6 @@ def host_memory(
     spec: ModelSpec, cluster: ClusterSpec, setup: Setup, states: ModelStates
 ) -> HostMemory:
     ranks = cluster.gpus_per_node
-    offloaded = states.cpu_optimizer_bytes + states.cpu_param_bytes
     on_cpu = 0
     on_nvme = 0
     if setup.offload_optimizer == "cpu":
@@ -50,7 +49,6 @@ def host_memory(
         on_cpu += states.cpu_param_bytes
     elif setup.offload_params == "nvme":
         on_nvme += states.cpu_param_bytes
-    del offloaded
     steady = ranks * (HOST_BASE_PER_RANK_BYTES + on_cpu)
     full_copy = spec.params_total * LAYOUTS[setup.precision].weight_bytes
     if setup.method == "qlora" or setup.zero_stage == 3:
