@@ -19,6 +19,7 @@ from tuneboard.dash.state import DashState
 
 class JobScreen(DashScreen):
     MODE = "job"
+    AUTO_FOCUS = "#log"  # arrows scroll the log; the node picker is not focused by accident
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "Filter logs"),
         Binding("x", "stop", "Stop job"),

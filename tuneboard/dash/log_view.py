@@ -80,4 +80,6 @@ class LogView(Vertical):
             self.rebuild()
 
     def focus_filter(self) -> None:
-        self.query_one("#log-filter", Input).focus()
+        """Focus the filter now, not on the next idle (``Widget.focus`` defers): keys typed
+        right after ``/`` must land in the field, not in whatever had focus before."""
+        self.screen.set_focus(self.query_one("#log-filter", Input))
