@@ -31,6 +31,7 @@ from launcher.transport import (
     CommandResult,
     CompareMode,
     LineCallback,
+    keep_tail,
     node_path,
 )
 
@@ -64,6 +65,7 @@ class LocalTransport:
         stdin: bytes = b"",
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         on_line: LineCallback | None = None,
+        stdout_tail_bytes: int | None = None,
     ) -> CommandResult:
         args = check_argv(argv)
         full_env = {**os.environ, **check_env(env)}
@@ -88,7 +90,7 @@ class LocalTransport:
         lines = LineBuffer(on_line) if on_line is not None else None
         deadline = None if timeout_s is None else started + timeout_s
         try:
-            out, err_bytes = _pump(proc, stdin, lines, deadline)
+            out, err_bytes = _pump(proc, stdin, lines, deadline, stdout_tail_bytes)
         except TimeoutError:
             _stop_group(proc)
             raise CommandTimeout(self._node.name, describe(args), timeout_s or 0.0, "") from None
@@ -156,7 +158,11 @@ def _sha256(path: Path) -> str:
 
 
 def _pump(
-    proc: subprocess.Popen[bytes], stdin: bytes, lines: LineBuffer | None, deadline: float | None
+    proc: subprocess.Popen[bytes],
+    stdin: bytes,
+    lines: LineBuffer | None,
+    deadline: float | None,
+    tail_bytes: int | None,
 ) -> tuple[bytes, bytes]:
     """Feed stdin (in a thread: no deadlock on big input), read stdout and stderr to EOF."""
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -177,8 +183,10 @@ def _pump(
                     sel.unregister(key.fileobj)
                     continue
                 chunks[key.fd] += data
-                if key.fd == stdout_fd and lines is not None:
-                    lines.feed(data)
+                if key.fd == stdout_fd:
+                    keep_tail(chunks[key.fd], tail_bytes)
+                    if lines is not None:
+                        lines.feed(data)
     writer.join()
     return bytes(chunks[stdout_fd]), bytes(chunks[stderr_fd])
 

@@ -49,6 +49,7 @@ from launcher.transport import (
     CompareMode,
     ConnectOptions,
     LineCallback,
+    keep_tail,
     node_path,
 )
 
@@ -137,6 +138,7 @@ class SshTransport:
         stdin: bytes = b"",
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         on_line: LineCallback | None = None,
+        stdout_tail_bytes: int | None = None,
     ) -> CommandResult:
         args = check_argv(argv)
         command = remote_command(args, cwd=node_path(cwd) if cwd else None, timeout_s=timeout_s)
@@ -161,7 +163,7 @@ class SshTransport:
                 with contextlib.suppress(OSError):
                     channel.sendall(payload)
                     channel.shutdown_write()
-                stdout, stderr = _collect(channel, lines)
+                stdout, stderr = _collect(channel, lines, stdout_tail_bytes)
                 returncode = channel.recv_exit_status()
             except (paramiko.SSHException, OSError) as err:
                 if expired.is_set():
@@ -276,7 +278,9 @@ def _expire(channel: paramiko.Channel, expired: threading.Event) -> None:
     channel.close()
 
 
-def _collect(channel: paramiko.Channel, lines: LineBuffer | None) -> tuple[bytes, bytes]:
+def _collect(
+    channel: paramiko.Channel, lines: LineBuffer | None, tail_bytes: int | None
+) -> tuple[bytes, bytes]:
     """stdout and stderr until EOF and exit status (sshd may send the status first),
     or until the channel closes (connection lost, or the watchdog expired)."""
     out = bytearray()
@@ -285,6 +289,7 @@ def _collect(channel: paramiko.Channel, lines: LineBuffer | None) -> tuple[bytes
         while channel.recv_ready():
             data = channel.recv(65536)
             out += data
+            keep_tail(out, tail_bytes)
             if lines is not None:
                 lines.feed(data)
         while channel.recv_stderr_ready():

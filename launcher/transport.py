@@ -30,6 +30,12 @@ CompareMode = Literal["mtime", "sha256"]
 LineCallback = Callable[[str], None]
 
 
+def keep_tail(buffer: bytearray, limit: int | None) -> None:
+    """Trim buffer to its last `limit` bytes once it holds twice that (amortised O(1))."""
+    if limit is not None and len(buffer) > 2 * limit:
+        del buffer[:-limit]
+
+
 @dataclass(frozen=True)
 class CommandResult:
     node: str
@@ -94,13 +100,16 @@ class Transport(Protocol):
         stdin: bytes = b"",
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         on_line: LineCallback | None = None,
+        stdout_tail_bytes: int | None = None,
     ) -> CommandResult:
         """Run argv (never a shell string) and wait for it.
 
         `env` is added to the node's login environment without appearing on any
         command line (see launcher/shell.py). `on_line` gets each stdout line as it
-        arrives (without its newline); stdout is also returned whole. Past
-        `timeout_s` the command is stopped and CommandTimeout raised.
+        arrives (without its newline); stdout is also returned whole, or only its last
+        `stdout_tail_bytes` (about: a long-running stream read through `on_line` must
+        not pile up in memory). Past `timeout_s` the command is stopped and
+        CommandTimeout raised.
         """
         ...
 

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from launcher.cluster import Node
+    from launcher.transport import ConnectOptions
     from tuneboard.dash.config import StopJob
+    from tuneboard.sources.base import Source
 
 DASHBOARD_HELP = """Watch every GPU of every node and the job's loss, live, in the terminal.
 
@@ -25,7 +28,16 @@ Examples:
 
   tuneboard dashboard --replay tests/data/replay-3x8-a800.jsonl --speed 10
 
+  tuneboard dashboard --hosts gpu1,gpu2,gpu3     every node's GPUs, over SSH
+
+  tuneboard dashboard latest                   the last launched job, on its nodes
+
   tuneboard dashboard --fake-gpus 3x8 --record demo.jsonl
+
+Nodes (--hosts, --hostfile, or a launched job's own nodes) are sampled by
+`tuneboard agent`, started over SSH on each: tuneboard must be installed there
+(--python names the node's python). Host keys are checked against known_hosts, as
+`tuneboard launch` does.
 """
 
 AGENT_HELP = """Sample this node for the dashboard: one JSON line per interval on stdout.
@@ -132,19 +144,77 @@ def dashboard(
             show_default=False,
         ),
     ] = None,
+    hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hosts",
+            help="Nodes to watch over SSH: `[user@]host[:port]`, comma-separated or repeated.",
+            show_default=False,
+        ),
+    ] = None,
+    hostfile: Annotated[
+        Path | None,
+        typer.Option("--hostfile", help="Nodes, one `\\[user@]host[:port] slots=N` a line."),
+    ] = None,
+    python: Annotated[
+        str | None,
+        typer.Option(
+            "--python",
+            help="The nodes' python, with tuneboard installed [default: the job's, else python3].",
+            show_default=False,
+        ),
+    ] = None,
+    remote_job_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--remote-job-dir",
+            help="A job or output directory on every node for the agents to follow.",
+            show_default=False,
+        ),
+    ] = None,
+    trust_new_hosts: Annotated[
+        bool,
+        typer.Option("--trust-new-hosts", help="Record unknown host keys in known_hosts."),
+    ] = False,
+    identity: Annotated[
+        list[Path] | None, typer.Option("--identity", "-i", help="SSH private key (repeatable).")
+    ] = None,
+    known_hosts: Annotated[
+        Path | None,
+        typer.Option("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)."),
+    ] = None,
+    ssh_config: Annotated[
+        Path | None, typer.Option("--ssh-config", help="ssh config file (default ~/.ssh/config).")
+    ] = None,
+    agent_fake_gpus: Annotated[int | None, typer.Option(hidden=True)] = None,
     stats: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
     from planner.errors import PlannerInputError
     from tuneboard.dash.config import DashConfig
-    from tuneboard.sources.base import Source
 
     if interval <= 0:
         raise PlannerInputError(f"--interval must be positive, got {interval}")
     sources: list[Source] = []
     config = DashConfig(interval_s=interval, record=record, stats_path=stats, compact=compact)
     labels: list[str] = []
-    if replay is not None and (job is not None or fake_gpus is not None):
-        raise PlannerInputError("--replay plays a recording: give it without JOB or --fake-gpus")
+    remote = bool(hosts) or hostfile is not None
+    if replay is not None and (job is not None or fake_gpus is not None or remote):
+        raise PlannerInputError(
+            "--replay plays a recording: give it without JOB, --fake-gpus, --hosts or --hostfile"
+        )
+    if fake_gpus is not None and remote:
+        raise PlannerInputError("--fake-gpus fakes this machine's GPUs: give it without --hosts")
+    if hosts and hostfile is not None:
+        raise PlannerInputError("give the nodes as --hosts or as --hostfile, not both")
+    ssh = _SshChoice(
+        hosts=[h for text in hosts or () for h in text.split(",")],
+        hostfile=hostfile,
+        python=python,
+        job_dir=remote_job_dir,
+        options=_connect_options(known_hosts, ssh_config, identity, trust_new_hosts),
+        fake_gpus=agent_fake_gpus,
+        interval_s=interval,
+    )
     if replay is not None:
         from tuneboard.sources.replay import ReplayError, ReplaySource, check_recording
 
@@ -157,20 +227,24 @@ def dashboard(
         config.clock = source.virtual_time
         labels.append(f"replay ×{speed:g}" if speed != 1 else "replay")
     else:
-        if fake_gpus is not None:
+        job_dir = None if job is None else _resolve_job(job)
+        nodes = ssh.nodes(job_dir)
+        if nodes is not None:
+            sources.extend(ssh.sources(nodes, job_dir))
+            labels.append(f"{len(nodes)} node{'' if len(nodes) == 1 else 's'} over SSH")
+        elif fake_gpus is not None:
             from tuneboard.sources.gpu_sources import FakeClusterSource
 
-            nodes, per_node = _fake_shape(fake_gpus)
-            sources.append(FakeClusterSource(nodes, per_node, interval_s=interval))
+            n_nodes, per_node = _fake_shape(fake_gpus)
+            sources.append(FakeClusterSource(n_nodes, per_node, interval_s=interval))
             labels.append("fake GPUs")
         else:
             from tuneboard.sources.gpu_sources import LocalGpuSource
 
             sources.append(LocalGpuSource(interval_s=interval))
-        if job is not None:
+        if job_dir is not None:
             from tuneboard.sources.jobdir import JobDirSource
 
-            job_dir = _resolve_job(job)
             # a stat per file: cheap, so files are checked at least twice a second
             sources.append(JobDirSource(job_dir, interval_s=min(interval, 0.5)))
             config.stop_job = _launcher_stop(job_dir)
@@ -183,6 +257,89 @@ def dashboard(
     from tuneboard.dash.app import DashboardApp
 
     DashboardApp(config).run(mouse=not no_mouse)
+
+
+def _connect_options(
+    known_hosts: Path | None,
+    ssh_config: Path | None,
+    identity: list[Path] | None,
+    trust_new_hosts: bool,
+) -> ConnectOptions:
+    from launcher.transport import ConnectOptions
+
+    defaults = ConnectOptions()
+    return ConnectOptions(
+        known_hosts=known_hosts or defaults.known_hosts,
+        ssh_config=ssh_config or defaults.ssh_config,
+        identity_files=tuple(identity or ()),
+        trust_new_hosts=trust_new_hosts,
+    )
+
+
+class _SshChoice:
+    """Which nodes the dashboard samples over SSH, and how; None: this machine only."""
+
+    def __init__(
+        self,
+        *,
+        hosts: list[str],
+        hostfile: Path | None,
+        python: str | None,
+        job_dir: str | None,
+        options: ConnectOptions,
+        fake_gpus: int | None,
+        interval_s: float,
+    ) -> None:
+        self.hosts = hosts
+        self.hostfile = hostfile
+        self.python = python
+        self.job_dir = job_dir
+        self.options = options
+        self.fake_gpus = fake_gpus
+        self.interval_s = interval_s
+        self._job_options: ConnectOptions | None = None
+        self._job_python: str | None = None
+
+    def nodes(self, job_dir: Path | None) -> tuple[Node, ...] | None:
+        """--hosts / --hostfile; else a launched job's nodes when any is remote."""
+        from launcher.cluster import Cluster
+        from launcher.errors import LauncherInputError
+        from planner.errors import PlannerInputError
+
+        try:
+            if self.hosts:
+                return Cluster.from_hosts(self.hosts, "--hosts").nodes
+            if self.hostfile is not None:
+                return Cluster.from_hostfile(self.hostfile).nodes
+        except LauncherInputError as exc:
+            raise PlannerInputError(str(exc)) from None
+        if job_dir is None or not (job_dir / "state.json").is_file():
+            return None
+        from launcher.jobs import JobDir
+        from launcher.supervisor import connect_options, nodes_of
+
+        try:
+            state = JobDir(job_dir).read_state()
+        except LauncherInputError as exc:
+            raise PlannerInputError(str(exc)) from None
+        nodes = nodes_of(state)
+        if all(node.local for node in nodes):
+            return None
+        self._job_options = connect_options(state)
+        self._job_python = state.python
+        return nodes
+
+    def sources(self, nodes: tuple[Node, ...], job_dir: Path | None) -> list[Source]:
+        from tuneboard.sources.ssh_agent import AgentCommand, ssh_agent_sources
+
+        command = AgentCommand(
+            python=self.python or self._job_python or "python3",
+            interval_s=self.interval_s,
+            job_dir=self.job_dir,
+            fake_gpus=self.fake_gpus,
+        )
+        options = self.options if self._job_options is None else self._job_options
+        return list(ssh_agent_sources(nodes, options, command))
 
 
 def agent(

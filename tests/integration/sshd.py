@@ -11,6 +11,7 @@ readiness signal. Needs root (sshd switches to the login user) and openssh-serve
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -96,6 +97,34 @@ class SshdCluster:
         self.start_s = start_s
         self.user = "root"
         self._procs = procs
+
+    def kill_node(self, index: int) -> list[int]:
+        """KILL node `index`'s sshd and everything under it (its sessions and their
+        commands), as when the node drops off the network; returns the pids killed."""
+        proc = self._procs[index]
+        victims = [proc.pid, *descendants(proc.pid)]
+        for pid in victims:
+            _signal(pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+        return victims
+
+    def restart_node(self, index: int) -> SshdNode:
+        """Start node `index`'s sshd again: same address, port, host key and config."""
+        node = self.nodes[index]
+        node_dir = node.host_key.parent
+        (node_dir / "sshd.pid").unlink(missing_ok=True)
+        sshd = find_sshd()
+        assert sshd is not None
+        proc = subprocess.Popen(
+            [str(sshd), "-D", "-f", str(node_dir / "sshd_config"), "-E", str(node.log)],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        _wait_ready(proc, node_dir / "sshd.pid", node.log)
+        self._procs[index] = proc
+        restarted = dataclasses.replace(node, pid=proc.pid)
+        self.nodes = (*self.nodes[:index], restarted, *self.nodes[index + 1 :])
+        return restarted
 
     def stop(self) -> None:
         """TERM each listener and its per-connection children; KILL what lingers."""

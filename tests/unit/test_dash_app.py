@@ -12,7 +12,7 @@ from typing import Any, ParamSpec
 import pynvml
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Log
+from textual.widgets import Input, Log
 
 from tests.conftest import ROOT
 from tuneboard.dash.app import DashboardApp
@@ -93,7 +93,11 @@ async def test_replay_cluster_job_plan_help_quit(tmp_path: Path) -> None:
         await pilot.press(*"NCCL WARN")
         await pilot.pause(0.1)
         assert log.lines and all("NCCL WARN" in line for line in log.lines)
-        await pilot.press("escape")
+        field = app.screen.query_one("#log-filter", Input)
+        await pilot.press("slash")  # in the field, "/" is typed, not a jump to the field
+        assert field.value == "NCCL WARN/" and field.has_focus
+        await pilot.press("backspace", "escape")
+        assert field.value == "NCCL WARN" and not field.has_focus
 
         await pilot.press("3")
         assert isinstance(app.screen, PlanScreen)

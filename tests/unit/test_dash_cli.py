@@ -6,10 +6,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from tests.conftest import ROOT, run_cli
+from tests.unit.test_launch_jobs import add_job
+from tuneboard import cli_dashboard
+from tuneboard.dash.config import DashConfig
+from tuneboard.sources.agent_stream import AgentStreamSource
+from tuneboard.sources.jobdir import JobDirSource
+from tuneboard.sources.ssh_agent import SshAgentConnect
 
 
 @pytest.mark.parametrize(
@@ -21,6 +30,12 @@ from tests.conftest import ROOT, run_cli
         (["--interval", "0"], "--interval must be positive"),
         (["--replay", "tests/data/replay-3x8-a800.jsonl", "--speed", "0"], "--speed must be"),
         (["--replay", "README.md"], "README.md:1: not JSON"),
+        (["--hosts", "gpu1,,gpu2"], "--hosts[1]: empty host"),
+        (["--hosts", "gpu1:99999"], "port must be 1-65535, got '99999'"),
+        (["--hostfile", "no/such/hostfile"], "cannot read hostfile no/such/hostfile"),
+        (["--hosts", "gpu1", "--hostfile", "h"], "as --hosts or as --hostfile, not both"),
+        (["--hosts", "gpu1", "--fake-gpus", "8"], "give it without --hosts"),
+        (["--replay", "tests/data/replay-3x8-a800.jsonl", "--hosts", "g"], "without JOB, "),
     ],
 )
 def test_dashboard_bad_input_is_one_line(args: list[str], message: str) -> None:
@@ -56,3 +71,72 @@ def test_data_layer_and_commands_do_not_import_textual() -> None:
     ).stdout.split()
     assert "tuneboard.sources.replay" in out and "tuneboard.dash.plan_form" in out
     assert not [m for m in out if m == "textual" or m.startswith("textual.")]
+
+
+app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+cli_dashboard.register(app)
+
+
+@pytest.fixture
+def shown(monkeypatch: pytest.MonkeyPatch) -> list[DashConfig]:
+    """The DashConfig each `tuneboard dashboard` would have run with (the app is not run)."""
+    from tuneboard.dash.app import DashboardApp
+
+    configs: list[DashConfig] = []
+
+    def fake_run(self: DashboardApp, **_: object) -> None:
+        configs.append(self.config)
+
+    monkeypatch.setattr(DashboardApp, "run", fake_run)
+    return configs
+
+
+def _agents(config: DashConfig) -> list[SshAgentConnect]:
+    out = []
+    for source in config.sources:
+        assert isinstance(source, AgentStreamSource)
+        assert isinstance(source.connect, SshAgentConnect)
+        out.append(source.connect)
+    return out
+
+
+def test_dashboard_hosts_become_ssh_agents(tmp_path: Path, shown: list[DashConfig]) -> None:
+    args = ["dashboard", "--hosts", "gpu1,deploy@gpu2:2222", "--hosts", "gpu3", "--interval", "2"]
+    args += ["--python", "/opt/tb/bin/python", "--known-hosts", str(tmp_path / "kh")]
+    args += ["--remote-job-dir", "runs/sft"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (config,) = shown
+    agents = _agents(config)
+    assert [a.node.name for a in agents] == ["gpu1", "gpu2:2222", "gpu3"]
+    assert agents[1].node.user == "deploy" and agents[1].node.port == 2222
+    assert all(a.options.known_hosts == tmp_path / "kh" for a in agents)
+    assert not agents[0].options.trust_new_hosts  # strict host keys unless asked
+    assert agents[2].command.argv("gpu3") == [
+        "/opt/tb/bin/python", "-m", "tuneboard", "agent", "--interval", "2",
+        "--node", "gpu3", "--job-dir", "runs/sft",
+    ]  # fmt: skip
+    assert config.label == "3 nodes over SSH"
+
+
+def test_dashboard_of_a_launched_job_samples_its_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shown: list[DashConfig]
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    job = add_job(tmp_path / "tuneboard", "tiny-0101-000001-aaaa", 1.0)
+    result = CliRunner().invoke(app, ["dashboard", "latest"])
+    assert result.exit_code == 0, result.output
+    (config,) = shown
+    *agent_sources, job_source = config.sources
+    assert isinstance(job_source, JobDirSource)
+    agents = _agents(DashConfig(sources=agent_sources))
+    # the job's own nodes, its python and the SSH settings it was launched with
+    assert [(a.node.name, a.node.host) for a in agents] == [
+        ("node0", "10.0.0.1"),
+        ("node1", "10.0.0.2"),
+    ]
+    assert all(
+        a.command.python == "python3" and a.options.known_hosts == Path("/kh") for a in agents
+    )
+    assert config.start_mode == "job" and config.stop_job is not None
+    assert config.label == f"2 nodes over SSH · {job.path.name}"

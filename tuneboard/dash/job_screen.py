@@ -21,7 +21,9 @@ class JobScreen(DashScreen):
     MODE = "job"
     AUTO_FOCUS = "#log"  # arrows scroll the log; the node picker is not focused by accident
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "filter", "Filter logs"),
+        # priority: handled as it arrives, before the keys after it are routed (over a slow
+        # link "/" and the filter text come in one read); in the field it types a "/"
+        Binding("slash", "filter", "Filter logs", priority=True),
         Binding("x", "stop", "Stop job"),
         Binding("escape", "unfocus", "Leave field", show=False),
     ]
@@ -46,7 +48,9 @@ class JobScreen(DashScreen):
         self.query_one(LogView).show(state.logs)
 
     def action_filter(self) -> None:
-        self.query_one(LogView).focus_filter()
+        logs = self.query_one(LogView)
+        if not logs.type_in_filter("/"):
+            logs.focus_filter()
 
     def action_unfocus(self) -> None:
         self.set_focus(None)

@@ -79,6 +79,14 @@ class LogView(Vertical):
         if event.input.id == "log-filter":
             self.rebuild()
 
+    def type_in_filter(self, text: str) -> bool:
+        """Insert text at the filter's cursor if the filter has focus; False if not."""
+        field = self.query_one("#log-filter", Input)
+        if not field.has_focus:
+            return False
+        field.insert_text_at_cursor(text)
+        return True
+
     def focus_filter(self) -> None:
         """Focus the filter now, not on the next idle (``Widget.focus`` defers): keys typed
         right after ``/`` must land in the field, not in whatever had focus before."""

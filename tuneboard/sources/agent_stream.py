@@ -5,8 +5,8 @@ Line format (version 1), written by tuneboard/agent.py:
     {"v": 1, "node": "gpu-03", "t": 1718000000.25, "snapshots": [{"kind": "gpus", ...}, ...]}
 
 `AgentStreamSource` takes a `connect` callable that opens a fresh line stream (any
-iterable of text lines: a subprocess's stdout here and in tests; an SSH channel running
-`tuneboard agent` once the launcher's transport is wired in) and reads it in its own
+iterable of text lines: an SSH channel running `tuneboard agent` on a node, see
+tuneboard/sources/ssh_agent.py; a subprocess's stdout in tests) and reads it in its own
 thread. When the stream ends or fails it reports the node disconnected and reconnects
 with exponential backoff. The dashboard marks a node stale when it has been silent for a
 few intervals, whatever the reason.
@@ -84,6 +84,11 @@ class AgentStreamSource:
     def interval_s(self) -> float:
         return self._interval_s
 
+    @property
+    def connect(self) -> Connect:
+        """What opens the stream (an `SshAgentConnect` for a node over SSH)."""
+        return self._connect
+
     def _status(self, connected: bool, message: str | None) -> None:
         self._queue.put(SourceStatus(self.name, self.node, self._clock(), connected, message))
 
@@ -137,6 +142,7 @@ class AgentStreamSource:
 
     def close(self) -> None:
         self._stop.set()
-        closer = getattr(self._stream, "close", None)
-        if callable(closer):
-            closer()
+        for owner in (self._stream, self._connect):  # a connect may hold a connection
+            closer = getattr(owner, "close", None)
+            if callable(closer):
+                closer()
