@@ -231,7 +231,7 @@ def dashboard(
         nodes = ssh.nodes(job_dir)
         if nodes is not None:
             sources.extend(ssh.sources(nodes, job_dir))
-            labels.append(f"{len(nodes)} node{'' if len(nodes) == 1 else 's'} over SSH")
+            labels.append("SSH agents")  # the top bar adds the node and GPU counts
         elif fake_gpus is not None:
             from tuneboard.sources.gpu_sources import FakeClusterSource
 

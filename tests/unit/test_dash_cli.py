@@ -116,7 +116,7 @@ def test_dashboard_hosts_become_ssh_agents(tmp_path: Path, shown: list[DashConfi
         "/opt/tb/bin/python", "-m", "tuneboard", "agent", "--interval", "2",
         "--node", "gpu3", "--job-dir", "runs/sft",
     ]  # fmt: skip
-    assert config.label == "3 nodes over SSH"
+    assert config.label == "SSH agents"
 
 
 def test_dashboard_of_a_launched_job_samples_its_nodes(
@@ -139,4 +139,4 @@ def test_dashboard_of_a_launched_job_samples_its_nodes(
         a.command.python == "python3" and a.options.known_hosts == Path("/kh") for a in agents
     )
     assert config.start_mode == "job" and config.stop_job is not None
-    assert config.label == f"2 nodes over SSH · {job.path.name}"
+    assert config.label == f"SSH agents · {job.path.name}"
