@@ -1,6 +1,6 @@
 """Online RL with group-relative rewards (task.kind grpo), with TRL's GRPOTrainer.
 
-    python -m recipes.run recipes/configs/tiny-grpo.yaml
+    python -m recipes.run recipes/configs/tiny-grpo-lora.yaml
 
 Reads top to bottom. For each prompt the policy samples task.grpo.num_generations
 completions (with transformers' generate; vLLM is not wired in), scores them with the
@@ -39,9 +39,13 @@ def main(recipe: Recipe, report: DataReport, status: StatusFile) -> None:
     ctx = session.ctx
 
     # 2. Arguments before the model (ZeRO-3 registers its config here). The prompt keeps
-    #    seq_len - max_completion_length tokens.
+    #    seq_len - max_completion_length tokens. GRPO counts its own tokens (prompt + sampled
+    #    completion, all ranks) into the Trainer's state; the Trainer's generic counter finds
+    #    no input_ids in a batch of prompts and would warn at every step, so it is off.
+    kwargs = training_kwargs(recipe, ctx, session.precision, has_eval=session.eval is not None)
+    kwargs["include_num_input_tokens_seen"] = "no"
     args = GRPOConfig(
-        **training_kwargs(recipe, ctx, session.precision, has_eval=session.eval is not None),
+        **kwargs,
         num_generations=grpo.num_generations,
         max_completion_length=grpo.max_completion_length,
         temperature=grpo.temperature,

@@ -9,8 +9,9 @@ and every evaluation, flushed per line (a tailer never sees half a line). Keys:
   loss               mean training loss over the logging window (null on eval lines)
   grad_norm          before clipping (null where the backend does not report it)
   learning_rate
-  tokens_seen        input tokens (non-padding) over all ranks since the run began; null
-                     where the trainer cannot count them (TRL's ORPO/CPO batches)
+  tokens_seen        input tokens (non-padding) over all ranks since the run began (GRPO:
+                     prompt + sampled completion; ORPO/SimPO: counted by recipes.preference);
+                     null where a trainer counts none
   tokens_per_s       tokens_seen growth over wall time since the previous line
   elapsed_s          wall seconds since this process started training
   eta_s              remaining steps x mean step time of this process (null at step 0)
@@ -72,7 +73,8 @@ class MetricsCallback(TrainerCallback):
         done = step - self._step0
         eta = (state.max_steps - step) * elapsed / done if done > 0 else None
         dt = now - self._last_t
-        # Trainers whose batches have no input_ids (TRL's ORPO/CPO) count nothing: unknown.
+        # A trainer whose batches have no input_ids, and no count of its own, counts nothing:
+        # unknown, not 0.
         counted = tokens > 0 or step == 0
         line: dict[str, Any] = {
             "event": "eval" if is_eval else "train",

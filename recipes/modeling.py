@@ -5,6 +5,7 @@ Shared by every training family. Heavy libraries are imported inside the functio
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,15 +127,20 @@ def load_model(
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
-        kinds = [type(m).__name__ for m in model.modules()]
         layer = "Linear8bitLt" if recipe.method.quantization_bits == 8 else "Linear4bit"
+        quantized = [m for m in model.modules() if type(m).__name__ == layer]
+        stored = sorted({str(m.weight.dtype).removeprefix("torch.") for m in quantized})
         how = (
             "8-bit"
             if recipe.method.quantization_bits == 8
             else f"4-bit {recipe.method.quantization_type}"
             + (" (double quant)" if recipe.method.double_quantization else "")
         )
-        log(ctx, f"qlora: base loaded in {how}, {kinds.count(layer)} {layer} layers")
+        log(
+            ctx,
+            f"qlora: base loaded in {how}, {len(quantized)} {layer} layers, "
+            f"weights stored as {'/'.join(stored) or 'nothing'}",
+        )
 
         model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
             model,
@@ -143,6 +149,41 @@ def load_model(
         )
     model.config.use_cache = False  # a KV cache is useless in training and costs memory
     return model
+
+
+def check_machine_support(recipe: Recipe, ctx: RunContext) -> None:
+    """Refuse, before any weight loads, what this machine's stack cannot run (measured).
+
+    - distributed.fsdp without CUDA: accelerate (1.15) switches a run to FSDP only when its
+      process group is on GPUs or other accelerators; on CPU it drops the FSDP plugin and wraps
+      the model in plain DDP, so a CPU "FSDP" run would train unsharded while claiming FSDP.
+    - lora.init loftq: PEFT 0.21's loftq_init moves every weight to "cuda" (or "xpu")
+      unconditionally, so without a GPU it fails with "Torch not compiled with CUDA enabled"
+      after the model has loaded; PEFT's LoraConfig also refuses it without scipy.
+    """
+    if recipe.distributed.fsdp is not None and not ctx.cuda:
+        raise ValueError(
+            "distributed.fsdp: FSDP through the Trainer does not shard on CPU (accelerate turns "
+            "FSDP on only for GPU process groups and silently runs plain DDP on CPU); use "
+            "zero_stage 0-3 on CPU"
+        )
+    if recipe.method.lora.init != "loftq" or recipe.method.kind not in ("lora", "dora"):
+        return
+    import importlib.util
+
+    missing = []
+    if not ctx.cuda:
+        missing.append(
+            "a CUDA GPU (PEFT's LoftQ initialisation computes on cuda only; this machine has none)"
+        )
+    if importlib.util.find_spec("scipy") is None:
+        missing.append("scipy (pip install scipy)")
+    if missing:
+        raise ValueError(
+            "method.lora.init loftq needs "
+            + " and ".join(missing)
+            + ": use lora.init default, gaussian or pissa here"
+        )
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
@@ -175,6 +216,44 @@ def lora_config(recipe: Recipe, task_type: str = "CAUSAL_LM") -> Any:
         modules_to_save=list(lora.modules_to_save) or None,
         task_type=task_type,
     )
+
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def convert_pissa_adapter(adapter_dir: Path, initial_dir: Path) -> None:
+    """Rewrite a trained PiSSA adapter (in place) as a plain LoRA on the original base weights.
+
+    PiSSA starts from W = W_res + s·B0·A0 and trains B, A over the residual W_res, so the
+    trained layer is W_res + s·B·A = W + s·(B·A - B0·A0) = W + s·[B, -B0]·[A; A0]: a LoRA of
+    rank 2r with the same scale s (alpha doubles with the rank; with rsLoRA, alpha·√2). This is
+    PEFT's `path_initial_model_for_weight_conversion`, done on the saved files: the in-memory
+    adapter is partitioned under ZeRO-3 at save time (measured: PEFT's in-memory conversion
+    then writes rank-r tensors under a rank-2r config), the files are whole.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    trained = load_file(str(adapter_dir / ADAPTER_WEIGHTS))
+    initial = load_file(str(initial_dir / ADAPTER_WEIGHTS))
+    converted: dict[str, Any] = {}
+    for key, value in trained.items():
+        if ".lora_A." in key:
+            converted[key] = torch.cat([value, initial[key].to(value.dtype)], dim=0)
+        elif ".lora_B." in key:
+            converted[key] = torch.cat([value, -initial[key].to(value.dtype)], dim=1)
+        elif ".lora_" in key:  # lora_embedding_*, lora_magnitude_vector: not a B·A product
+            raise ValueError(f"lora.init pissa: cannot convert adapter weight {key}")
+        else:
+            converted[key] = value  # modules_to_save: whole modules, nothing to subtract
+    save_file(converted, str(adapter_dir / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+
+    config_file = adapter_dir / "adapter_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["r"] = 2 * config["r"]
+    config["lora_alpha"] = config["lora_alpha"] * (2**0.5 if config.get("use_rslora") else 2)
+    config["init_lora_weights"] = True  # loading it must not run PiSSA's SVD again
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def _decoder_layers(model: Any) -> tuple[str, int]:
@@ -227,6 +306,13 @@ def export_merged(recipe: Recipe, ctx: RunContext, adapter_dir: Path, out_dir: P
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    if recipe.distributed.uses_deepspeed:
+        # Training is over and this runs on one rank: with the Trainer's ZeRO-3 config still
+        # registered, from_pretrained would partition the weights with zero.Init, collectives
+        # the other ranks (at the barrier) never join. Measured: a hang in phase saving.
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()  # type: ignore[no-untyped-call]
     dtype = "float32" if recipe.model.tiny is not None else recipe.model.dtype
     extra: dict[str, Any] = {}
     cls: Any = AutoModelForCausalLM

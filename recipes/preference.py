@@ -39,7 +39,8 @@ def _config_and_trainer(recipe: Recipe) -> tuple[Any, Any, dict[str, Any]]:
     if task.kind == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        return ORPOConfig, ORPOTrainer, {"beta": task.beta or 0.1, "max_length": seq}
+        orpo = {"beta": task.beta or 0.1, "max_length": seq}
+        return ORPOConfig, _counting_pair_tokens(ORPOTrainer), orpo
     if task.kind == "simpo":
         from trl.experimental.cpo import CPOConfig, CPOTrainer
 
@@ -50,8 +51,41 @@ def _config_and_trainer(recipe: Recipe) -> tuple[Any, Any, dict[str, Any]]:
             "simpo_gamma": task.simpo_gamma if task.simpo_gamma is not None else 0.5,
             "max_length": seq,
         }
-        return CPOConfig, CPOTrainer, fields
+        return CPOConfig, _counting_pair_tokens(CPOTrainer), fields
     raise ValueError(f"recipes.preference does not train task {task.kind!r}")
+
+
+def _counting_pair_tokens(trainer_cls: Any) -> Any:
+    """trainer_cls, counting the tokens of TRL's ORPO/CPO batches into tokens_seen.
+
+    The Trainer counts `input_ids` (non-padding: `attention_mask`), which these batches do
+    not have: they carry `chosen_*` and `rejected_*` sequences, each prompt + answer. Counting
+    both masks is what the Trainer counts for DPO, whose `input_ids` stack the same two
+    sequences. Over all ranks, like the Trainer's own count.
+    """
+    if not callable(getattr(trainer_cls, "_track_num_input_tokens", None)):
+        raise RuntimeError(
+            f"{trainer_cls.__name__} has no _track_num_input_tokens: this transformers version "
+            "counts tokens elsewhere; recipes.preference needs updating"
+        )
+
+    class PairTokenCounting(trainer_cls):  # type: ignore[misc]
+        def _track_num_input_tokens(self, inputs: dict[str, Any]) -> None:
+            import torch
+
+            if self.args.include_num_input_tokens_seen == "no":
+                return
+            keys = ("chosen_attention_mask", "rejected_attention_mask")
+            if self.args.include_num_input_tokens_seen != "non_padding":
+                keys = ("chosen_input_ids", "rejected_input_ids")
+            count = sum(
+                int(inputs[k].sum() if k.endswith("mask") else inputs[k].numel()) for k in keys
+            )
+            tokens = torch.tensor(count, device=self.args.device, dtype=torch.int64)
+            self.state.num_input_tokens_seen += int(self.accelerator.gather(tokens).sum().item())
+
+    PairTokenCounting.__name__ = PairTokenCounting.__qualname__ = trainer_cls.__name__
+    return PairTokenCounting
 
 
 def main(recipe: Recipe, report: DataReport, status: StatusFile) -> None:

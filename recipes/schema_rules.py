@@ -65,6 +65,12 @@ def check_method(method: MethodSection) -> None:
             f"use kind lora with init {init!r} (LoftQ/PiSSA quantize-aware init), or kind qlora "
             "with init default/gaussian"
         )
+    if method.kind == "dora" and init == "pissa":
+        raise ValueError(
+            "lora.init 'pissa' with kind dora: the trained adapter is saved as a plain LoRA on "
+            "the original weights (B·A - B0·A0), which DoRA's magnitude vector breaks; use kind "
+            "lora with init pissa, or dora with init default/gaussian"
+        )
     if (
         method.kind == "qlora"
         and method.quantization_bits == 8

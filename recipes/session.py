@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from recipes.schema import PrecisionKind, Recipe
 
 
+#: Under output.dir: the PiSSA adapter before training (converts final/ to a plain LoRA).
+PISSA_INIT = "pissa_init"
+
+
 @dataclass
 class Session:
     recipe: Recipe
@@ -46,6 +50,9 @@ def start(recipe: Recipe, report: DataReport, status: StatusFile) -> Session:
     ctx = RunContext.from_env(Path(recipe.output.dir))
     status.enabled = ctx.is_main
     _quiet_progress_bars()
+    from recipes.modeling import check_machine_support, load_tokenizer
+
+    check_machine_support(recipe, ctx)  # before the process group, the data and the weights
     # The process group comes first: ZeRO-3's zero.Init and the tiny-model barrier need it.
     init_distributed(recipe, ctx)
     precision = effective_precision(recipe, ctx)
@@ -63,8 +70,6 @@ def start(recipe: Recipe, report: DataReport, status: StatusFile) -> Session:
             texts = list(texts_of(train))
             build_tiny_model(recipe.model.tiny, texts, ctx.output_dir / "tiny-base")
         barrier()
-    from recipes.modeling import load_tokenizer
-
     needs_chat = report.format == "messages" or _conversational(train)
     tokenizer = load_tokenizer(recipe, ctx, needs_chat)
     return Session(recipe, ctx, status, precision, train, evaluation, tokenizer)
@@ -103,6 +108,14 @@ def train_and_save(trainer: Any, session: Session, *, peft: bool) -> Path:
     checkpoint = resume_checkpoint(recipe, ctx.output_dir)
     if checkpoint is not None:
         log(ctx, f"resuming from {checkpoint}")
+    # PiSSA moves the adapter's principal components out of the base weights. Its adapter as
+    # trained fits only that residual base (as do the checkpoints: a resumed run rebuilds the
+    # same residual), so the initial adapter is kept to convert final/ below.
+    pissa_init = None
+    if peft and recipe.method.lora.init == "pissa":
+        pissa_init = ctx.output_dir / PISSA_INIT
+        if ctx.is_main:
+            trainer.model.save_pretrained(str(pissa_init))
     session.status.update("training", resumed_from=checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
 
@@ -110,6 +123,13 @@ def train_and_save(trainer: Any, session: Session, *, peft: bool) -> Path:
     final = ctx.output_dir / "final"
     trainer.save_model(str(final))  # adapter only for PEFT; gathered 16-bit weights under ZeRO-3
     if ctx.is_main:
+        if pissa_init is not None:
+            # final/ as an ordinary LoRA of rank 2r on the original base (the trained adapter
+            # minus the initial one), so loading and merging work as for any adapter.
+            from recipes.modeling import convert_pissa_adapter
+
+            convert_pissa_adapter(final, pissa_init)
+            log(ctx, "pissa: final adapter converted to a rank-2r LoRA on the original base")
         session.tokenizer.save_pretrained(final)
     barrier()
     if peft and recipe.output.export_merged and ctx.is_main:

@@ -14,6 +14,9 @@ keeps falling — the CPU tests assert that it goes down. Files written:
   preference.jsonl    {"prompt", "chosen": the true continuation, "rejected": a shuffled one}
   kto.jsonl           {"prompt", "completion", "label": true|false}
   prompts.jsonl       {"prompt", "answer"}                              grpo
+
+`cycle_reward` scores GRPO completions on the same task (task.grpo.rewards:
+"recipes.tinydata:cycle_reward").
 """
 
 from __future__ import annotations
@@ -54,6 +57,24 @@ def _wrong(words: list[str], rng: random.Random) -> list[str]:
         if len(set(words)) == 1:
             shuffled = [WORDS[(WORDS.index(words[0]) + 5) % len(WORDS)]] * len(words)
     return shuffled
+
+
+def cycle_reward(completions: list[Any], answer: list[str], **_: Any) -> list[float]:
+    """GRPO reward for prompts.jsonl: per word of the answer, 1 when the completion has the
+    right colour at that position, 0.5 for another colour word, 0 otherwise; averaged, so
+    each completion scores in [0, 1]. A random tiny model scores ~0.02; one that has learnt
+    to answer in colour words ~0.5; the full cycle, 1."""
+    scores = []
+    for completion, expected in zip(completions, answer, strict=True):
+        text = completion[-1]["content"] if isinstance(completion, list) else completion
+        said, wanted = str(text).split(), expected.split()
+        points = sum(
+            1.0 if said[i] == word else 0.5 if said[i] in WORDS else 0.0
+            for i, word in enumerate(wanted)
+            if i < len(said)
+        )
+        scores.append(points / len(wanted))
+    return scores
 
 
 def make_rows(rows: int, seed: int) -> dict[str, list[dict[str, Any]]]:

@@ -45,11 +45,6 @@ def training_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments for TrainingArguments (and its TRL subclasses)."""
     training, out = recipe.training, recipe.output
-    if recipe.distributed.fsdp is not None and not ctx.cuda:
-        raise ValueError(
-            "distributed.fsdp: FSDP through the Trainer does not shard on CPU (it silently "
-            "runs plain DDP); use zero_stage 0-3 on CPU"
-        )
     accumulation = training.accumulation_for(ctx.world_size)
     warmup: float = 0
     if training.warmup_steps is not None:
