@@ -79,6 +79,10 @@ def training_kwargs(
         "save_strategy": "steps",
         "save_steps": training.save_steps,
         "save_total_limit": training.save_total_limit,
+        # Nodes without a shared filesystem each keep their own checkpoints (trainer state,
+        # optimizer, RNG): a resume needs them on every node, not only on the first.
+        "save_on_each_node": ctx.nodes > 1
+        and not (recipe.cluster is not None and recipe.cluster.shared_fs),
         "eval_strategy": "steps" if has_eval else "no",
         "eval_steps": eval_steps if has_eval else None,
         "report_to": [] if out.report_to == ["none"] else list(out.report_to),
