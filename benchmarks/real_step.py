@@ -1,0 +1,613 @@
+"""Two real training iterations of a model built from its config, on CUDA or on CPU.
+
+This is the measurement behind `planner_accuracy.py --gpu`: on CUDA it returns the tensor
+peak (`torch.cuda.max_memory_allocated()`), the caching allocator's peak
+(`max_memory_reserved()`) and what the process holds outside PyTorch's allocator (CUDA
+context, NCCL, read from NVML). On CPU it returns no memory figures: a CPU run only proves
+the code path (tests/integration/test_planner_accuracy_path.py), so that the first GPU
+session that runs it measures instead of debugging.
+
+The model has random weights (no download) and the method is applied the way the
+recipes apply it, through their own functions (recipes/modeling.py): `load_dtype` picks
+the weights' dtype, `apply_freeze` freezes, `lora_config` makes the PEFT config, and for
+QLoRA the random model is saved to a folder and loaded back by the recipes' `load_model`
+(bitsandbytes 4-bit NF4 with double quantization, then `prepare_model_for_kbit_training`),
+exactly like a recipe loads a checkpoint. What TRL adds when it wraps the model with a
+`peft_config` is repeated here: adapters stay in the base dtype under ZeRO-3
+(`autocast_adapter_dtype=False`, non-quantized models only), checkpointing is reentrant for
+PEFT under ZeRO-3, and checkpointed PEFT models get `enable_input_require_grads()`.
+
+ZeRO-0: `torch.optim.AdamW(foreach=False, fused=False)` steps the model (the planner's and
+the trace's "adamw"), no gradient clipping; `bf16-mixed` keeps fp32 weights and runs the
+forward under `torch.autocast(bfloat16)` (the HF Trainer's AMP). ZeRO 1-3: the same
+AdamW, wrapped by `deepspeed.initialize` in one process (world size 1; nccl on CUDA,
+gloo on CPU) with the recipes' own DeepSpeed config (`recipes.distributed_config`; the
+Trainer's "auto" sizes filled from the hidden size as transformers does: reduce bucket
+h², prefetch 0.9·h², persistence threshold 10·h).
+
+Each iteration: forward with labels, backward, optimizer step, zero_grad. The memory peak
+counts from just before the first forward, after the model, method and optimizer are set
+up: the planner estimates the training step, not the loading.
+
+Heavy libraries (torch, transformers, peft, bitsandbytes, deepspeed, pynvml) are imported
+inside the functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from planner.setups import Method, Precision, Setup  # noqa: E402
+
+if TYPE_CHECKING:
+    from recipes.runtime import RunContext
+    from recipes.schema import Recipe
+
+Device = Literal["cuda", "cpu"]
+DEVICES: tuple[Device, ...] = ("cuda", "cpu")
+
+#: Setup.attention -> transformers' attn_implementation.
+_ATTENTION = {"sdpa": "sdpa", "flash": "flash_attention_2", "eager": "eager"}
+
+
+class NoCudaError(RuntimeError):
+    """device="cuda" on a machine where torch sees no CUDA device."""
+
+
+@dataclass(frozen=True)
+class StepMeasurement:
+    """What two real training iterations did, and (CUDA only) what they took.
+
+    Parameter counts are of unique parameters (tied weights once); under ZeRO-3 each
+    partitioned parameter counts its full size (`ds_numel`). `*_bytes` are None on CPU.
+    """
+
+    device: str  # "cuda" or "cpu"
+    device_name: str  # e.g. "NVIDIA H100 80GB HBM3", or the CPU's name
+    method: Method
+    precision: Precision
+    zero_stage: int  # 0: no DeepSpeed
+    params_total: int
+    params_trainable: int
+    trainable_tensors: int
+    trainable_tensors_changed: int  # trainable tensors whose values the steps changed
+    losses: tuple[float, ...]
+    allocated_peak_bytes: int | None  # torch.cuda.max_memory_allocated()
+    reserved_peak_bytes: int | None  # torch.cuda.max_memory_reserved()
+    non_torch_bytes: int | None  # NVML's used memory minus PyTorch's reserved, at the end
+    nvml_scope: str | None  # "process" (this pid's usage) or "device" (the whole GPU's)
+    elapsed_s: float
+
+    @property
+    def process_peak_bytes(self) -> int | None:
+        """The whole process's peak: the allocator's peak plus the non-PyTorch part."""
+        if self.reserved_peak_bytes is None or self.non_torch_bytes is None:
+            return self.reserved_peak_bytes
+        return self.reserved_peak_bytes + self.non_torch_bytes
+
+
+def _check(setup: Setup, device: str) -> None:
+    problems = []
+    if device not in DEVICES:
+        problems.append(f"device {device!r} (use one of {', '.join(DEVICES)})")
+    if setup.optimizer != "adamw":
+        problems.append(f"optimizer {setup.optimizer!r} (only adamw)")
+    if setup.precision == "fp16-mixed":
+        problems.append("precision fp16-mixed (needs loss scaling; use bf16-mixed/-pure or fp32)")
+    if setup.fsdp is not None:
+        problems.append(f"fsdp {setup.fsdp!r} (one process: use zero_stage)")
+    if setup.zero_stage not in (None, 0, 1, 2, 3):
+        problems.append(f"zero_stage {setup.zero_stage!r}")
+    if setup.offload_optimizer != "none" or setup.offload_params != "none":
+        problems.append("offload (not measured here)")
+    if setup.tp != 1 or setup.pp != 1:
+        problems.append(f"tp {setup.tp} / pp {setup.pp} (one process: use 1)")
+    if setup.fused_ce:
+        problems.append("fused_ce (Liger kernels are not applied here)")
+    if problems:
+        raise ValueError("real_training_step cannot run " + "; ".join(problems))
+
+
+def _lora_targets(setup: Setup, config: Mapping[str, Any]) -> str | list[str]:
+    """PEFT's target_modules for the planner's `--lora-targets` (roles and groups such as
+    `attention` resolved to this model's module names by the planner itself)."""
+    from planner.hf_config import spec_from_hf_config
+    from planner.layers import resolve_lora_targets
+
+    if setup.lora_targets.strip().lower() in ("all-linear", "all_linear", "all"):
+        return "all-linear"
+    spec = spec_from_hf_config(dict(config), name="bench", source="config")
+    return sorted({lin.name for lin in resolve_lora_targets(spec, setup.lora_targets)})
+
+
+def bench_recipe(setup: Setup, config: Mapping[str, Any], model_name: str = "bench") -> Recipe:
+    """The recipe a user would write for this setup (so that the recipes' own functions
+    decide dtype, freezing, the PEFT config, quantization and the DeepSpeed config)."""
+    from recipes.schema import parse_recipe
+
+    return parse_recipe(
+        {
+            "model": {"name": model_name, "attn_implementation": _ATTENTION[setup.attention]},
+            "method": {
+                "kind": setup.method,
+                "lora": {
+                    "rank": setup.lora_rank,
+                    "alpha": 2 * setup.lora_rank,
+                    "dropout": setup.lora_dropout,
+                    "target_modules": _lora_targets(setup, config),
+                },
+                "freeze_trainable_layers": setup.freeze_trainable_layers,
+            },
+            "training": {
+                "micro_batch_size": setup.micro_batch_size,
+                "gradient_accumulation_steps": 1,
+                "seq_len": setup.seq_len,
+                "precision": setup.precision,
+                "gradient_checkpointing": setup.gradient_checkpointing,
+                "optimizer": "adamw",
+            },
+            "distributed": {"zero_stage": setup.zero_stage or 0},
+        },
+        source="real_step",
+    )
+
+
+def bench_deepspeed_config(recipe: Recipe, hidden_size: int) -> dict[str, Any]:
+    """The recipes' DeepSpeed config for one process, with the Trainer's "auto" sizes
+    filled from the hidden size (transformers/integrations/deepspeed.py)."""
+    from recipes.distributed_config import deepspeed_config
+
+    config = deepspeed_config(recipe, world_size=1, precision=recipe.training.precision)
+    auto = {
+        "reduce_bucket_size": hidden_size * hidden_size,
+        "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
+        "stage3_param_persistence_threshold": 10 * hidden_size,
+    }
+    zero = config["zero_optimization"]
+    for key, value in auto.items():
+        if zero.get(key) == "auto":
+            zero[key] = value
+    return config
+
+
+def _hf_config(config: Mapping[str, Any]) -> Any:
+    from transformers import AutoConfig
+
+    rest = dict(config)
+    model_type = rest.pop("model_type", None)
+    if model_type is None:
+        raise ValueError("config needs a 'model_type' (e.g. 'llama')")
+    return AutoConfig.for_model(model_type, **rest)
+
+
+def _build(recipe: Recipe, ctx: RunContext, config: Mapping[str, Any], device: str) -> Any:
+    """The base model with random weights on `device`. QLoRA: the random model is saved to
+    the folder `recipe.model.name` (unless it is there already) and loaded back by the
+    recipes' `load_model` (bitsandbytes quantizes while from_pretrained loads, as in a run)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from recipes.modeling import load_dtype, load_model
+
+    precision = recipe.training.precision
+    cfg = _hf_config(config)
+    if recipe.method.kind != "qlora":
+        dtype = getattr(torch, load_dtype(recipe, precision))
+        with torch.device(device):  # random init on the GPU is much faster than on CPU
+            model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+                cfg, dtype=dtype, attn_implementation=recipe.model.attn_implementation
+            )
+        model.config.use_cache = False
+        return model
+    if not (Path(recipe.model.name) / "config.json").exists():
+        with torch.device(device):
+            base = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)  # type: ignore[no-untyped-call]
+        base.save_pretrained(recipe.model.name)
+        del base
+        _free(device)
+    return load_model(recipe, ctx, precision)
+
+
+def _free(device: str) -> None:
+    import torch
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _enable_checkpointing(model: Any, *, reentrant: bool) -> None:
+    """What the Trainer does for `gradient_checkpointing: true` (the recipes' kwargs)."""
+    kwargs = {"use_reentrant": reentrant}
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:  # transformers >= 5.2x renamed it
+        enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _apply_method(recipe: Recipe, ctx: RunContext, model: Any) -> Any:
+    """freeze / LoRA / DoRA / QLoRA adapters and checkpointing, as a recipe's trainer has it."""
+    from recipes.modeling import apply_freeze, lora_config
+
+    kind = recipe.method.kind
+    zero3 = recipe.distributed.zero_stage == 3
+    ckpt = recipe.training.gradient_checkpointing
+    if kind == "freeze":
+        apply_freeze(recipe, model, ctx)  # also enable_input_require_grads() under ckpt
+    peft_config = lora_config(recipe)
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        # TRL's SFTTrainer: adapters in the base dtype under ZeRO-3 (non-quantized only).
+        autocast = not (zero3 and kind != "qlora")
+        model = get_peft_model(model, peft_config, autocast_adapter_dtype=autocast)
+    if ckpt:
+        # TRL forces reentrant checkpointing for PEFT under ZeRO-3.
+        _enable_checkpointing(model, reentrant=peft_config is not None and zero3)
+        if peft_config is not None:
+            model.enable_input_require_grads()
+    model.train()
+    return model
+
+
+def _parameter_tensor(param: Any) -> Any:
+    """The values of a parameter: its ZeRO-3 partition when partitioned."""
+    return getattr(param, "ds_tensor", None) if hasattr(param, "ds_numel") else param
+
+
+def _fingerprints(params: list[Any]) -> list[tuple[float, float]]:
+    """(sum, sum of squares) of each tensor, in fp32: cheap, and moved by any update."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for p in params:
+            t = _parameter_tensor(p).detach().float()
+            out.append((float(t.sum()), float(t.square().sum())))
+            del t
+    return out
+
+
+def _count(model: Any) -> tuple[int, int, list[Any]]:
+    """(total, trainable, trainable parameters), each unique parameter once, ZeRO-3 aware
+    (recipes.modeling.count_parameters)."""
+    from recipes.modeling import count_parameters
+
+    trainable, total = count_parameters(model)
+    return total, trainable, [p for p in model.parameters() if p.requires_grad]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ensure_process_group(device: str) -> None:
+    """torch.distributed with one rank (nccl on CUDA, gloo on CPU) for DeepSpeed.
+
+    Made once per process and kept until exit: DeepSpeed caches the groups it derives from
+    it, and after a destroy_process_group() the next deepspeed.initialize() fails with
+    "Group ... is not registered" (measured, deepspeed 0.19). It is destroyed at exit (an
+    undestroyed group occasionally aborts the interpreter at exit).
+    """
+    import atexit
+
+    import deepspeed
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        if dist.get_world_size() != 1:
+            raise ValueError(
+                f"real_training_step measures one process; this one is rank "
+                f"{dist.get_rank()} of {dist.get_world_size()}"
+            )
+        return
+    if "MASTER_PORT" not in os.environ:
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(_free_port()),
+            RANK="0",
+            WORLD_SIZE="1",
+            LOCAL_RANK="0",
+            LOCAL_WORLD_SIZE="1",
+        )
+    deepspeed.init_distributed(
+        dist_backend="nccl" if device == "cuda" else "gloo",
+        auto_mpi_discovery=False,
+        verbose=False,
+    )
+    atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _nvml_handle(pynvml: Any, torch: Any) -> Any:
+    """NVML's handle of torch's current device: by UUID (right under CUDA_VISIBLE_DEVICES
+    or MIG), else by index."""
+    index = torch.cuda.current_device()
+    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+    if uuid is not None:
+        text = str(uuid)
+        with contextlib.suppress(pynvml.NVMLError):
+            return pynvml.nvmlDeviceGetHandleByUUID(
+                text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+            )
+    return pynvml.nvmlDeviceGetHandleByIndex(index)
+
+
+def _nvml_used_bytes(torch: Any) -> tuple[int, str] | None:
+    """(bytes, scope): this process's memory on the current GPU per NVML ("process"), else
+    the whole GPU's used memory ("device": a container may hide our pid); None when NVML
+    cannot tell. Never raises: a missing reading must not cost the row its measurement."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - any NVML failure: no reading
+        return None
+    try:
+        handle = _nvml_handle(pynvml, torch)
+        with contextlib.suppress(pynvml.NVMLError):
+            pid = os.getpid()
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                if proc.pid == pid and isinstance(proc.usedGpuMemory, int):
+                    return int(proc.usedGpuMemory), "process"
+        return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used), "device"
+    except pynvml.NVMLError:
+        return None
+    finally:
+        with contextlib.suppress(pynvml.NVMLError):
+            pynvml.nvmlShutdown()
+
+
+def _device_name(device: str) -> str:
+    import platform
+
+    if device == "cuda":
+        import torch
+
+        return str(torch.cuda.get_device_name())
+    return platform.processor() or platform.machine()
+
+
+def real_training_step(
+    config: Mapping[str, Any],
+    setup: Setup,
+    *,
+    device: Device = "cuda",
+    learning_rate: float = 1e-4,
+    iterations: int = 2,
+    seed: int = 0,
+    qlora_base_dir: Path | None = None,
+) -> StepMeasurement:
+    """Build the model of `config` (a transformers config dict with its model_type) with
+    random weights, apply `setup`'s method, precision, checkpointing and ZeRO stage, and
+    run `iterations` training iterations of `setup.micro_batch_size` × `setup.seq_len`
+    tokens. ValueError for a setup this cannot run; NoCudaError for device "cuda" where
+    there is none.
+
+    `qlora_base_dir`: a folder that keeps the random 16-bit base of a QLoRA run between
+    calls with the SAME config (saved on first use; a 7B model is ~13 GB of disk). Default:
+    a temporary folder per call."""
+    import torch
+
+    _check(setup, device)
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NoCudaError("device cuda: torch sees no CUDA device on this machine")
+    zero = setup.zero_stage or 0
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    with contextlib.ExitStack() as stack:
+        if zero:
+            _ensure_process_group(device)
+        model_dir = "bench"
+        if setup.method == "qlora":
+            if qlora_base_dir is not None:
+                qlora_base_dir.mkdir(parents=True, exist_ok=True)
+                model_dir = str(qlora_base_dir)
+            else:
+                model_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="tuneboard-q-"))
+        measurement = _run(config, setup, device, model_dir, learning_rate, iterations)
+    _free(device)
+    return StepMeasurement(**measurement, elapsed_s=time.perf_counter() - started)
+
+
+def _run(
+    config: Mapping[str, Any],
+    setup: Setup,
+    device: str,
+    model_dir: str,
+    learning_rate: float,
+    iterations: int,
+) -> dict[str, Any]:
+    import torch
+
+    from recipes.runtime import RunContext
+
+    zero = setup.zero_stage or 0
+    recipe = bench_recipe(setup, config, model_dir)
+    ctx = RunContext(
+        rank=0,
+        local_rank=0,
+        world_size=1,
+        local_world_size=1,
+        cuda=device == "cuda",
+        output_dir=Path(model_dir),
+    )
+    model = _apply_method(recipe, ctx, _build(recipe, ctx, config, device))
+    vocab = int(model.get_input_embeddings().weight.shape[0])
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, foreach=False, fused=False)
+    engine: Any = None
+    if zero:
+        import deepspeed
+
+        hidden = int(_hf_config(config).get_text_config().hidden_size)
+        engine, optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=bench_deepspeed_config(recipe, hidden)
+        )
+        model = engine.module
+    total, trainable, params = _count(model)
+    before = _fingerprints(params)
+
+    run_device = engine.device if engine is not None else torch.device(device)
+    ids = torch.arange(setup.micro_batch_size * setup.seq_len, device=run_device)
+    ids = ids.remainder(vocab).view(setup.micro_batch_size, setup.seq_len)
+    autocast = (
+        torch.autocast(device_type=device, dtype=torch.bfloat16)
+        if setup.precision == "bf16-mixed" and not zero
+        else contextlib.nullcontext()
+    )
+    if device == "cuda":
+        # Blocks cached while building (random init, fingerprints) are not the step's.
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    losses: list[float] = []
+    try:
+        for _ in range(iterations):
+            if engine is not None:
+                loss = engine(input_ids=ids, labels=ids, use_cache=False).loss
+                engine.backward(loss)
+                engine.step()  # steps the optimizer and zeroes the gradients
+            else:
+                with autocast:
+                    loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            del loss
+        allocated = reserved = non_torch = None
+        scope = None
+        if device == "cuda":
+            torch.cuda.synchronize()
+            allocated = int(torch.cuda.max_memory_allocated())
+            reserved = int(torch.cuda.max_memory_reserved())
+            used = _nvml_used_bytes(torch)
+            if used is not None:
+                non_torch = max(0, used[0] - int(torch.cuda.memory_reserved()))
+                scope = used[1]
+        after = _fingerprints(params)
+    finally:
+        if engine is not None:
+            engine.destroy()
+    changed = sum(b != a for b, a in zip(before, after, strict=True))
+    return {
+        "device": device,
+        "device_name": _device_name(device),
+        "method": setup.method,
+        "precision": setup.precision,
+        "zero_stage": zero,
+        "params_total": total,
+        "params_trainable": trainable,
+        "trainable_tensors": len(params),
+        "trainable_tensors_changed": changed,
+        "losses": tuple(losses),
+        "allocated_peak_bytes": allocated,
+        "reserved_peak_bytes": reserved,
+        "non_torch_bytes": non_torch,
+        "nvml_scope": scope,
+    }
+
+
+def measurement_dict(m: StepMeasurement) -> dict[str, Any]:
+    """The measurement as JSON-ready data (with the derived process peak)."""
+    import dataclasses
+
+    out = dataclasses.asdict(m)
+    out["losses"] = list(m.losses)
+    out["process_peak_bytes"] = m.process_peak_bytes
+    return out
+
+
+def _cli_setup(args: Any, method: Method, zero: int) -> Setup:
+    return Setup(
+        method=method,
+        precision=args.precision or ("bf16-mixed" if zero else "bf16-pure"),
+        optimizer="adamw",
+        zero_stage=zero,
+        fsdp=None,
+        offload_optimizer="none",
+        offload_params="none",
+        gradient_checkpointing=args.ckpt,
+        micro_batch_size=args.micro_batch,
+        seq_len=args.seq_len,
+        global_batch_size=args.micro_batch,
+        lora_rank=args.lora_rank,
+        lora_dropout=0.0,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python benchmarks/real_step.py --config CONFIG.json --method lora --zero 0,3`: one
+    JSON line per (method, ZeRO stage), in this process one after the other."""
+    import argparse
+    import json
+
+    from planner.setups import METHODS, PRECISIONS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--config", required=True, help="transformers config: a JSON file")
+    parser.add_argument("--method", default="full", help=f"comma list of {', '.join(METHODS)}")
+    parser.add_argument("--zero", default="0", help="comma list of ZeRO stages (0: no DeepSpeed)")
+    parser.add_argument("--device", choices=DEVICES, default="cuda")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="default: bf16-pure on ZeRO-0, bf16-mixed under DeepSpeed",
+    )
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--micro-batch", type=int, default=1)
+    parser.add_argument("--ckpt", action="store_true", help="gradient checkpointing")
+    parser.add_argument("--lora-rank", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    args = parser.parse_args(argv)
+    try:
+        config = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        methods = [m.strip() for m in args.method.split(",") if m.strip()]
+        bad = [m for m in methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"--method {','.join(bad)}: use {', '.join(METHODS)}")
+        zeros = [int(z) for z in args.zero.split(",")]
+        for method in methods:
+            for zero in zeros:
+                result = real_training_step(
+                    config,
+                    _cli_setup(args, method, zero),
+                    device=args.device,
+                    learning_rate=args.lr,
+                )
+                print(json.dumps(measurement_dict(result)), flush=True)
+    except (OSError, ValueError, NoCudaError) as exc:
+        print(f"real_step: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
