@@ -16,6 +16,11 @@ class LineBuffer:
         self._on_line = on_line
         self._pending = b""
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of a started line still waiting for its newline."""
+        return len(self._pending)
+
     def feed(self, data: bytes) -> None:
         if not data:
             return

@@ -4,6 +4,11 @@ No remote `tail -f`: a tail process would be left behind whenever the connection
 dropped, and would tie the job's log to a channel. Reading by offset needs nothing on
 the node, survives reconnects, and lets `tuneboard logs -f` resume from where the job
 directory's copy ends.
+
+Every line is handed out exactly once and whole: a last line still being written is held
+back until its newline comes (or the job has ended: `finish`), and `offset` counts only
+the lines handed out, so a follower started from it (after a reconnect, or in another
+process) reads a held-back half line again, from its start.
 """
 
 from __future__ import annotations
@@ -21,33 +26,40 @@ class LogFollower:
     def __init__(self, transport: Transport, path: str, offset: int = 0) -> None:
         self._transport = transport
         self._path = path
-        self._offset = offset
+        #: Bytes of the file read so far, and of those the ones handed out as lines.
+        self._read = offset
+        self._handed_out = offset
         self._ready: list[str] = []
         self._buffer = LineBuffer(self._ready.append)
 
     @property
     def offset(self) -> int:
-        """Bytes of the file read so far (to resume from, in another process)."""
-        return self._offset
+        """Where the lines handed out so far end: where another follower takes over (in
+        another process, or after a reconnect) without losing or splitting a line."""
+        return self._handed_out
 
     def poll(self, max_bytes: int = 1 << 20) -> list[str]:
-        """New complete lines (reads until the end of the file, in max_bytes pieces)."""
+        """New complete lines (reads until the end of the file, in max_bytes pieces).
+
+        A read that fails (TransportError) hands out nothing: `offset` stays where it was.
+        """
         while True:
-            data = self._transport.read_from(self._path, self._offset, max_bytes)
-            self._offset += len(data)
+            data = self._transport.read_from(self._path, self._read, max_bytes)
+            self._read += len(data)
             self._buffer.feed(data)
             if len(data) < max_bytes:
                 break
         return self._take()
 
     def finish(self) -> list[str]:
-        """Whatever is left, including a last line without a newline."""
+        """Whatever is left, including a last line without a newline (the job has ended)."""
         lines = self.poll()
         self._buffer.finish()
         return lines + self._take()
 
     def _take(self) -> list[str]:
         lines, self._ready[:] = list(self._ready), []
+        self._handed_out = self._read - self._buffer.pending_bytes
         return lines
 
 

@@ -10,9 +10,12 @@ Modes:
   which modules are importable, GPUs (nvidia-smi, else NVML), RAM, free disk under the
   workdir, which paths exist, the interface that reaches the master address, the latest
   checkpoint in the output folder, and last a TCP connection to the master's listener.
-- `listen ADDR PORT N TIMEOUT`: bind the rendezvous address and port as torchrun will
-  (so "port in use" and "not an address of this node" show here), print `ready`, accept
-  N connections (each client closes first) or one that says `done`, then exit.
+  On the master (`"listen": {"count": N, "timeout_s": T}` in the JSON) the same process
+  first binds the rendezvous address and port as torchrun will (so "port in use" and "not
+  an address of this node" show here), accepts the N connections of every node's probe
+  (its own included; each client closes first) or one that says `done` while it gathers
+  its facts, and reports the outcome under "listen": one SSH channel and one python on
+  the master, not two.
 - `connect ADDR PORT TIMEOUT [done]`: open one TCP connection to the master, as every rank
   will (`done`: tell the listener to stop waiting for the others).
 """
@@ -26,6 +29,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -215,6 +219,17 @@ def _latest_checkpoint(folder: str) -> int | None:
 
 
 def facts(args: dict[str, Any]) -> dict[str, Any]:
+    addr, port = args["master_addr"], int(args["master_port"])
+    timeout_s = float(args["connect_timeout_s"])
+    listening, own = None, None
+    if args.get("listen"):
+        # First, so that the others' probes can connect while this one looks around; its
+        # own connection first of all, so that a `done` (which may come as soon as
+        # `listening` is printed) is never accepted before it.
+        listening = _Listening(addr, port, args["listen"])
+        if listening.bound:
+            own = connect(addr, port, timeout_s)
+            print("listening", flush=True)
     workdir = _in_workdir(os.path.expanduser("~"), args["workdir"])
     out: dict[str, Any] = {
         "python": sys.executable,
@@ -232,14 +247,11 @@ def facts(args: dict[str, Any]) -> dict[str, Any]:
     out.update(_gpus())
     out.update(_meminfo())
     out.update(_disk(workdir))
-    out.update(_route(args["master_addr"], int(args["master_port"]), bool(args["is_master"])))
-    # Last: the master's listener (started with this probe) has had the most time to bind.
-    out["connect"] = connect(
-        args["master_addr"],
-        int(args["master_port"]),
-        float(args["connect_timeout_s"]),
-        retry_refused_s=float(args["connect_timeout_s"]),
-    )
+    out.update(_route(addr, port, bool(args["is_master"])))
+    # Last: the master's listener (bound as its probe starts) has had the most time to bind.
+    out["connect"] = own or connect(addr, port, timeout_s, retry_refused_s=timeout_s)
+    if listening is not None:
+        out["listen"] = listening.outcome()
     return out
 
 
@@ -248,14 +260,26 @@ def _family(addr: str) -> socket.AddressFamily:
 
 
 def listen(addr: str, port: int, count: int, timeout_s: float) -> dict[str, Any]:
+    """Bind as torchrun's store will, then accept `count` connections (or one `done`)."""
+    server = _bind(addr, port, count)
+    if isinstance(server, dict):
+        return server
+    return _accept(server, count, timeout_s)
+
+
+def _bind(addr: str, port: int, count: int) -> socket.socket | dict[str, Any]:
     server = socket.socket(_family(addr), socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's TCPStore
     try:
         server.bind((addr.strip("[]"), port))
     except OSError as err:
+        server.close()
         return {"ok": False, "errno": err.errno, "error": err.strerror or str(err)}
     server.listen(max(count, 1))
-    print("ready", flush=True)
+    return server
+
+
+def _accept(server: socket.socket, count: int, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     accepted = 0
     try:
@@ -272,6 +296,32 @@ def listen(addr: str, port: int, count: int, timeout_s: float) -> dict[str, Any]
     finally:
         server.close()
     return {"ok": True, "accepted": accepted}
+
+
+class _Listening:
+    """The master's listener, in a thread of the master's own probe."""
+
+    def __init__(self, addr: str, port: int, spec: dict[str, Any]) -> None:
+        self._count = int(spec["count"])
+        self._timeout_s = float(spec["timeout_s"])
+        self._result: dict[str, Any] = {"ok": False, "error": "the listener did not finish"}
+        self._thread: threading.Thread | None = None
+        server = _bind(addr, port, self._count)
+        self.bound = not isinstance(server, dict)
+        if isinstance(server, dict):
+            self._result = server
+            return
+        self._thread = threading.Thread(target=self._serve, args=(server,), daemon=True)
+        self._thread.start()
+
+    def _serve(self, server: socket.socket) -> None:
+        self._result = _accept(server, self._count, self._timeout_s)
+
+    def outcome(self) -> dict[str, Any]:
+        """Once every node came (or `done`, or the timeout): how the bind went."""
+        if self._thread is not None:
+            self._thread.join(self._timeout_s + 5)
+        return self._result
 
 
 def _drain(conn: socket.socket) -> bytes:
@@ -317,13 +367,11 @@ def main(argv: list[str]) -> int:
     mode = argv[0] if argv else ""
     if mode == "facts":
         result = facts(json.loads(argv[1]))
-    elif mode == "listen":
-        result = listen(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))
     elif mode == "connect":
         payload = DONE if argv[4:] == ["done"] else HELLO
         result = connect(argv[1], int(argv[2]), float(argv[3]), payload)
     else:
-        print(f"usage: node_probe facts JSON | listen A P N T | connect A P T, not {argv}")
+        print(f"usage: node_probe facts JSON | connect ADDR PORT TIMEOUT [done], not {argv}")
         return 2
     print(json.dumps(result), flush=True)
     return 0

@@ -5,10 +5,11 @@ Two rounds, each on all nodes at once (launcher/fanout.py):
 2. the node probe (launcher/node_probe.py, run by the recipe's python): python found,
    packages installed and importable with their versions, GPUs, RAM, free disk, the
    paths the job needs, the interface that reaches the master, the latest checkpoint,
-   and last a TCP connection to the master address and port. Meanwhile the master binds
-   that address and port exactly as torchrun will (a port in use, or an address the
-   master does not have, fails here), so a wrong address or NIC fails in preflight, not
-   in an NCCL hang.
+   and last a TCP connection to the master address and port. The master's own probe
+   first binds that address and port exactly as torchrun will (a port in use, or an
+   address the master does not have, fails here) and accepts every node's connection
+   while it gathers its facts, so a wrong address or NIC fails in preflight, not in an
+   NCCL hang. One SSH channel and one python per node, the master included.
 
 The result is data (frozen dataclasses); tuneboard/ renders it as a ✓/✗ table.
 """
@@ -19,6 +20,7 @@ import contextlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -60,6 +62,8 @@ MIN_DISK_BYTES = 1 * GIB
 #: A GPU with less than this share of its memory free is reported (another job on it?).
 BUSY_GPU_FREE_FRACTION = 0.9
 CONNECT_TIMEOUT_S = 5.0
+#: How long the master's listener waits for every node's probe to connect.
+LISTEN_TIMEOUT_S = CONNECT_TIMEOUT_S * 6
 _PROBE_SOURCE = Path(node_probe.__file__).read_text(encoding="utf-8")
 
 
@@ -107,6 +111,9 @@ class NodeFacts:
     route_error: str | None
     #: This node's TCP connection to the master address: ok, error, seconds.
     connect: dict[str, Any]
+    #: The master only: binding the master address and port (ok, errno, error) and the
+    #: connections accepted.
+    listen: dict[str, Any] | None = None
 
 
 _FACTS = TypeAdapter(NodeFacts)
@@ -181,12 +188,15 @@ def run_preflight(pool: NodePool, target: Target, needs: Needs) -> PreflightRepo
     port = target.master_port
     master_name = target.cluster.master.name
     ranks = {node.name: i for i, node in enumerate(target.cluster.nodes)}
-    listener = _Listener(pool.transports.get(master_name), target.python, addr, port)
-    listener.start(expected=len(pool.transports))
+    master = pool.transports.get(master_name)
+    others = _Arrivals(
+        master, target.python, addr, port, len(pool.transports) - (master is not None)
+    )
 
     def probe(transport: Transport) -> NodeFacts:
         rank = ranks[transport.node.name]
-        args = {
+        is_master = transport.node.name == master_name
+        args: dict[str, Any] = {
             "workdir": target.workdir_of(rank),
             "packages": list(needs.packages),
             "modules": list(needs.modules),
@@ -194,18 +204,29 @@ def run_preflight(pool: NodePool, target: Target, needs: Needs) -> PreflightRepo
             "output_dir": needs.output_dir,
             "master_addr": addr,
             "master_port": port,
-            "is_master": transport.node.name == master_name,
+            "is_master": is_master,
             "connect_timeout_s": CONNECT_TIMEOUT_S,
         }
-        out = _run_probe(transport, target.python, "facts", json.dumps(args))
-        return _parse_facts(transport, out)
+        if is_master:  # it listens for every connected node's probe, its own included
+            args["listen"] = {"count": len(pool.transports), "timeout_s": LISTEN_TIMEOUT_S}
+            try:
+                out = _run_probe(
+                    transport, target.python, "facts", json.dumps(args), on_line=others.said
+                )
+            finally:
+                others.master_ended()
+            return _parse_facts(transport, out)
+        came = False
+        try:
+            out = _run_probe(transport, target.python, "facts", json.dumps(args))
+            facts = _parse_facts(transport, out)
+            came = bool(facts.connect.get("ok"))
+            return facts
+        finally:
+            others.arrived(came=came)
 
     probed = {r.node.name: r for r in pool.map(probe)}
-    listen = listener.finish(
-        everyone_came=all(
-            r.value is not None and r.value.connect.get("ok") for r in probed.values()
-        )
-    )
+    listen = _listen_outcome(probed.get(master_name), addr, port)
     reference = _reference_facts(target, probed)
     nproc = target.nproc_per_node
     notes: list[str] = []
@@ -245,8 +266,16 @@ class ProbeError(LauncherError):
         self.detail = detail
 
 
-def _run_probe(transport: Transport, python: str, *args: str, timeout_s: float = 60) -> str:
-    result = transport.run([python, "-c", _PROBE_SOURCE, *args], timeout_s=timeout_s)
+def _run_probe(
+    transport: Transport,
+    python: str,
+    *args: str,
+    timeout_s: float = 60,
+    on_line: Callable[[str], None] | None = None,
+) -> str:
+    result = transport.run(
+        [python, "-c", _PROBE_SOURCE, *args], timeout_s=timeout_s, on_line=on_line
+    )
     if result.returncode in (126, 127):
         raise ProbeError(transport.node.name, "python", f"python not found: {python}")
     if not result.ok:
@@ -257,18 +286,6 @@ def _run_probe(transport: Transport, python: str, *args: str, timeout_s: float =
             f"{python} failed the probe ({result.returncode}): {tail}",
         )
     return result.stdout
-
-
-def _json_out(transport: Transport, stdout: str) -> dict[str, Any]:
-    try:
-        value = json.loads(stdout.strip().splitlines()[-1])
-    except (json.JSONDecodeError, IndexError):
-        value = None
-    if not isinstance(value, dict):
-        raise ProbeError(
-            transport.node.name, "master", f"unreadable probe output {stdout[-200:]!r}"
-        )
-    return value
 
 
 def _parse_facts(transport: Transport, stdout: str) -> NodeFacts:
@@ -488,47 +505,52 @@ class _Listen:
     detail: str
 
 
-class _Listener:
-    """The master binds the rendezvous address and port (as torchrun's store will) while
-    every node's probe connects to it; it ends when all came, or when told to stop."""
+class _Arrivals:
+    """Counts the other nodes' probes as they end. When the last one has and some never
+    connected to the master, the master's listener, if it is listening, is told to stop
+    waiting for them (one more connection, saying `done`): the master's probe then ends at
+    once, not at its timeout. The master's probe prints `listening` once it has bound the
+    port and connected to it itself, so a `done` can neither be refused by a listener not
+    yet there nor be counted before the master's own connection."""
 
-    def __init__(self, master: Transport | None, python: str, addr: str, port: int) -> None:
+    def __init__(
+        self, master: Transport | None, python: str, addr: str, port: int, expected: int
+    ) -> None:
         self._master = master
         self._python = python
         self._addr = addr
         self._port = port
-        self._out: str | LauncherError | None = None
-        self._thread: threading.Thread | None = None
+        self._left = expected
+        self._everyone_came = True
+        self._lock = threading.Lock()
+        self._listening = False
+        self._master_ended = False
+        #: Set once the master's probe is listening, or has ended.
+        self._master_known = threading.Event()
 
-    def start(self, expected: int) -> None:
-        if self._master is None:
+    def said(self, line: str) -> None:
+        """A line of the master's probe, as it comes."""
+        if line.strip() == "listening":
+            with self._lock:
+                self._listening = True
+            self._master_known.set()
+
+    def master_ended(self) -> None:
+        with self._lock:
+            self._master_ended = True
+        self._master_known.set()
+
+    def arrived(self, *, came: bool) -> None:
+        with self._lock:
+            self._left -= 1
+            self._everyone_came = self._everyone_came and came
+            last = self._left == 0
+        if not last or self._everyone_came or self._master is None:
             return
-        self._thread = threading.Thread(
-            target=self._serve, args=(self._master, expected), name="preflight-listen", daemon=True
-        )
-        self._thread.start()
-
-    def _serve(self, master: Transport, expected: int) -> None:
-        wait = str(CONNECT_TIMEOUT_S * 6)
-        try:
-            self._out = _run_probe(
-                master,
-                self._python,
-                "listen",
-                self._addr,
-                str(self._port),
-                str(expected),
-                wait,
-                timeout_s=CONNECT_TIMEOUT_S * 8,
-            )
-        except LauncherError as err:
-            self._out = err
-
-    def finish(self, *, everyone_came: bool) -> _Listen | None:
-        if self._master is None or self._thread is None:
-            return None
-        if not everyone_came and self._thread.is_alive():
-            # Some never connected: tell the listener to stop waiting for them.
+        self._master_known.wait()  # it prints `listening` within a second, or ends
+        with self._lock:
+            waiting = self._listening and not self._master_ended
+        if waiting:
             with contextlib.suppress(LauncherError):
                 _run_probe(
                     self._master,
@@ -539,29 +561,31 @@ class _Listener:
                     str(CONNECT_TIMEOUT_S),
                     "done",
                 )
-        self._thread.join(CONNECT_TIMEOUT_S * 8)
-        out = self._out
-        if isinstance(out, ProbeError) and out.check == "python":
-            return None  # the python check already says why
-        if isinstance(out, LauncherError):
-            return _Listen(False, "error", str(out))
-        if out is None:
-            return _Listen(False, "no answer", "the master's listener did not answer")
-        try:
-            answer = json.loads(out.strip().splitlines()[-1])
-        except (json.JSONDecodeError, IndexError):
-            return _Listen(False, "error", f"unreadable listener output: {out[-200:]!r}")
-        where = f"{self._addr}:{self._port}"
-        if not answer.get("ok"):
-            errno = answer.get("errno")
-            if errno == 98:
-                return _Listen(False, "in use", f"{where} is in use (another job or service?)")
-            if errno == 99:
-                return _Listen(
-                    False, "not here", f"{where}: {self._addr} is not an address of the master node"
-                )
-            return _Listen(False, "error", f"cannot bind {where}: {answer.get('error')}")
-        return _Listen(True, "free", f"{where} free")
+
+
+def _listen_outcome(master: NodeResult[NodeFacts] | None, addr: str, port: int) -> _Listen | None:
+    """What the master's probe says of its listener (None: not checked)."""
+    if master is None:
+        return None  # the master is not connected: the ssh check says why
+    err = master.error
+    if isinstance(err, ProbeError) and err.check == "python":
+        return None  # the python check already says why
+    if err is not None:
+        return _Listen(False, "error", str(err))
+    answer = master.value.listen if master.value is not None else None
+    if answer is None:
+        return _Listen(False, "no answer", "the master's listener did not answer")
+    where = f"{addr}:{port}"
+    if not answer.get("ok"):
+        errno = answer.get("errno")
+        if errno == 98:
+            return _Listen(False, "in use", f"{where} is in use (another job or service?)")
+        if errno == 99:
+            return _Listen(
+                False, "not here", f"{where}: {addr} is not an address of the master node"
+            )
+        return _Listen(False, "error", f"cannot bind {where}: {answer.get('error')}")
+    return _Listen(True, "free", f"{where} free")
 
 
 def _port_check(listen: _Listen | None) -> Check:

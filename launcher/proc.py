@@ -50,13 +50,15 @@ assert "'" not in _RUNNER
 
 # $1 pid file, $2 log file, $3 marker, then argv. Files are created 0600 (umask 077),
 # the job runs with the caller's umask. Prints the wrapper's pid = the job's pgid.
+# Builtins wherever they do (no `dirname`, no `cat`): every fork counts on a busy node.
 _START = (
     f"runner='{_RUNNER}'; "
     "um=$(umask); umask 077; pidf=$1; logf=$2; TUNEBOARD_JOB=$3; export TUNEBOARD_JOB; shift 3; "
     # relative paths are relative to the login directory, whatever `cwd` the job has
     "case $pidf in /*) ;; *) pidf=$HOME/$pidf ;; esac; "
     "case $logf in /*) ;; *) logf=$HOME/$logf ;; esac; "
-    'mkdir -p -- "$(dirname -- "$pidf")" "$(dirname -- "$logf")" || exit 90; '
+    "piddir=${pidf%/*}; logdir=${logf%/*}; "
+    'mkdir -p -- "${piddir:-/}" "${logdir:-/}" || exit 90; '
     'rm -f -- "$pidf" "$pidf.exit"; '
     'setsid -f sh -c "$runner" tuneboard-job "$pidf" "$um" "$@" '
     '</dev/null >>"$logf" 2>&1 || exit 91; '
@@ -64,38 +66,54 @@ _START = (
     'while [ ! -s "$pidf" ]; do i=$((i + 1)); '
     'if [ "$i" -gt 1000 ]; then echo "tuneboard: no pid file after 10 s: $pidf" >&2; exit 92; fi; '
     "sleep 0.01; done; "
-    'cat -- "$pidf"'
+    'read -r pid < "$pidf" || :; echo "$pid"'
 )
 
-# Lists the live pids whose environment carries the marker "$m" (zombies have none).
+# `pids` sets P to the live pids whose environment carries the marker "$m" (zombies have
+# none), space-separated: one `grep` over /proc per call, the rest is shell builtins.
 _PIDS_FN = (
     "me=$$; "
-    'pids() { grep -lzxF -- "$m" /proc/[0-9]*/environ 2>/dev/null '
-    "| sed -n 's#^/proc/\\([0-9][0-9]*\\)/environ$#\\1#p' | grep -vx -- \"$me\" | tr '\\n' ' '; }; "
+    "pids() { P=; "
+    'for f in $(grep -lzxF -- "$m" /proc/[0-9]*/environ 2>/dev/null); do '
+    "f=${f#/proc/}; f=${f%/environ}; "
+    'case $f in *[!0-9]*|"$me") ;; *) P="$P $f" ;; esac; done; P=${P# }; }; '
 )
 
 # $1 marker, $2 exit file.
 _STATE = (
-    'm="TUNEBOARD_JOB=$1"; exitf=$2; '
+    'm="TUNEBOARD_JOB=$1"; exitf=$2; code=; '
     + _PIDS_FN
-    + 'if [ -f "$exitf" ]; then printf "exit=%s\\n" "$(cat -- "$exitf")"; else echo exit=; fi; '
-    'echo "pids=$(pids)"'
+    + 'if [ -f "$exitf" ]; then read -r code < "$exitf" || :; fi; '
+    'echo "exit=$code"; pids; echo "pids=$P"'
 )
 
 # $1 pgid (0: unknown), $2 marker, $3 grace in tenths of a second.
+# While the group's leader (the wrapper, which outlives its job to record the exit code)
+# is alive, the job is: that is watched by reading /proc/PGID/stat (a builtin, no fork),
+# every 0.02 s at first. Then every 0.1 s, a /proc scan for the marker finds what else is
+# left (torchrun's workers run in sessions of their own), up to the grace period in all;
+# what remains is KILLed. A pid reused by another process can only make the wait last the
+# grace period: nothing is ever signalled but the group and the marker's processes.
 _STOP = (
-    'pgid=$1; m="TUNEBOARD_JOB=$2"; ticks=$3; '
+    'pgid=$1; m="TUNEBOARD_JOB=$2"; n=$(($3 * 10)); '
     + _PIDS_FN
     + 'carries() { grep -qzxF -- "$m" "/proc/$1/environ" 2>/dev/null; }; '
-    "before=$(pids); group=no; "
+    'leader() { s=; { read -r s < "/proc/$pgid/stat"; } 2>/dev/null; s=${s##*) }; '
+    '[ -n "$s" ] && [ "${s%% *}" != Z ]; }; '
+    "pids; before=$P; group=no; "
     'if [ "$pgid" -gt 0 ] && carries "$pgid"; then '
     'kill -s TERM -- "-$pgid" 2>/dev/null && group=yes; fi; '
     'if [ "$group" = no ] && [ -n "$before" ]; then kill -s TERM $before 2>/dev/null; fi; '
-    'i=0; while [ "$i" -lt "$ticks" ] && [ -n "$(pids)" ]; do sleep 0.1; i=$((i + 1)); done; '
-    "rest=$(pids); "
-    'if [ -n "$rest" ]; then kill -s KILL $rest 2>/dev/null; fi; '
-    'j=0; while [ "$j" -lt 20 ] && [ -n "$(pids)" ]; do sleep 0.05; j=$((j + 1)); done; '
-    'echo "group=$group"; echo "before=$before"; echo "killed=$rest"; echo "left=$(pids)"'
+    "i=0; "  # hundredths of a second waited so far
+    'if [ "$group" = yes ]; then while [ "$i" -lt "$n" ] && leader; do '
+    'if [ "$i" -lt 20 ]; then sleep 0.02; i=$((i + 2)); else sleep 0.1; i=$((i + 10)); fi; '
+    "done; fi; "
+    'pids; while [ -n "$P" ] && [ "$i" -lt "$n" ]; do sleep 0.1; i=$((i + 10)); pids; done; '
+    "rest=$P; left=; "
+    'if [ -n "$rest" ]; then kill -s KILL $rest 2>/dev/null; '
+    'j=0; pids; while [ "$j" -lt 20 ] && [ -n "$P" ]; do sleep 0.05; j=$((j + 1)); pids; done; '
+    "left=$P; fi; "
+    'echo "group=$group"; echo "before=$before"; echo "killed=$rest"; echo "left=$left"'
 )
 
 

@@ -124,31 +124,29 @@ class NodeWatcher(threading.Thread):
         self.finished = True
 
     def _poll(self, *, final: bool) -> bool:
-        """One round; True when the node's job has ended (its last lines were sent)."""
+        """One round; True when the node's job has ended (its last lines were sent).
+
+        Lines go out as soon as they are read: a later call of this round that fails
+        must not take them along (the next follower starts after them).
+        """
         if self._unreachable_since is not None:
             self._reconnected(self._reconnect(self.target.node))
-        lines = self._log.poll()
+        self._emit_lines(self._log.poll())
         self._send_metrics()
         code = self._exit_code()
         check_processes = final or time.monotonic() - self._last_process_check > PROCESS_CHECK_S
         if code is None and check_processes:
             self._last_process_check = time.monotonic()
             state = proc.process_state(self.transport, self.target.marker, self.target.exit_path)
-            if not state.running:
-                code = state.exit_code
-                lines += self._log.finish()
-                self._emit_lines(lines)
-                self._send_metrics(final=True)
-                self._events.put(Exited(self.target.node.name, code))
-                return True
-        if code is not None:
-            lines += self._log.finish()
-            self._emit_lines(lines)
-            self._send_metrics(final=True)
-            self._events.put(Exited(self.target.node.name, code))
-            return True
-        self._emit_lines(lines)
-        return False
+            if state.running:
+                return False
+            code = state.exit_code
+        elif code is None:
+            return False
+        self._emit_lines(self._log.finish())
+        self._send_metrics(final=True)
+        self._events.put(Exited(self.target.node.name, code))
+        return True
 
     def _exit_code(self) -> int | None:
         text = self.transport.read_from(self.target.exit_path, 0, 64).decode(errors="replace")

@@ -17,8 +17,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,12 +32,14 @@ from launcher.launch import (
     check,
     connect,
     create_job,
+    needs_for,
     plan_job,
     prepare,
     run_foreground,
     sync_files,
 )
-from launcher.transport import open_transport
+from launcher.preflight import LISTEN_TIMEOUT_S, run_preflight
+from launcher.transport import CommandResult, Transport, open_transport
 from tests.integration.launch_helpers import (
     DIST_PROGRAM,
     SECRET,
@@ -182,6 +185,43 @@ def test_preflight_refuses_and_starts_nothing(
     assert took < 15
     assert list_job_dirs(tuneboard_home(state_home)) == []
     assert not (tmp_path / "w").exists()
+
+
+class MissingPython:
+    """node1 as it is, except that the recipe's python is not installed there."""
+
+    def __init__(self, inner: Transport) -> None:
+        self._inner = inner
+
+    def run(self, argv: Sequence[str], **options: Any) -> CommandResult:
+        if argv and argv[0] == sys.executable:
+            argv = ["/nonexistent/venv/bin/python", *argv[1:]]
+        return self._inner.run(argv, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_node_that_never_connects_does_not_hold_the_master_listening(
+    sshd_cluster: SshdCluster, project: Path, tmp_path: Path
+) -> None:
+    """The master's probe listens for every node's connection. node1's probe fails (no
+    python there): the listener is told at once to stop waiting, not at its timeout, and
+    the master's own checks pass."""
+    recipe = tiny_recipe(sshd_cluster, project, workdir=str(tmp_path / "w"))
+    prepared = prepare(
+        LaunchRequest(recipe_path=recipe, cpu=True, cwd=project, connect=options(sshd_cluster))
+    )
+    needs = needs_for(prepared.recipe, prepared.files, resume=False)
+    with connect(prepared) as pool:
+        pool.transports["node1"] = MissingPython(pool.transports["node1"])
+        report = run_preflight(pool, prepared.target, needs)
+    assert [(node, c.name, c.detail) for node, c in report.failures] == [
+        ("node1", "python", f"python not found: {sys.executable}")
+    ]
+    master = {c.name: c.status for c in report.nodes[0].checks}
+    assert [master[c] for c in ("python", "port", "master")] == ["ok"] * 3
+    assert report.duration_s < LISTEN_TIMEOUT_S / 3, report.duration_s
 
 
 # -- a job end to end ---------------------------------------------------------------------------
