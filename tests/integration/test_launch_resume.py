@@ -1,10 +1,12 @@
 """`tuneboard resume` for real: a job dies after writing a checkpoint, and its resume
 trains on from that checkpoint to the end (the real recipe, HF Trainer's resume).
 
-One loopback sshd node, one rank, the tiny LoRA recipe (~30 ms a step with one thread;
-two threads on two busy cores make it ~2 s): the smallest run that still goes through
-launch, checkpoint, failure, the resume's preflight and the Trainer's own step counter.
-The rank is killed as soon as the first checkpoint is complete, with 70 steps (~2 s) to go.
+Two loopback sshd nodes with separate workdirs (no shared filesystem: each node must keep
+its own checkpoints, or the resume's preflight refuses), one rank each, the tiny LoRA
+recipe (~30 ms a step with one thread; two threads on two busy cores make it ~2 s): the
+smallest run that still goes through launch, checkpoint, failure, the resume's preflight
+and the Trainer's own step counter. Rank 0 is killed as soon as the first checkpoint is
+complete on both nodes, with 70 steps to go.
 """
 
 from __future__ import annotations
@@ -58,8 +60,8 @@ def test_resume_trains_on_from_the_checkpoint_of_a_failed_job(
     recipe = tiny_recipe(
         sshd_cluster,
         project,
-        nodes=1,
-        workdir=str(workdir),
+        nodes=2,
+        workdir=str(tmp_path / "node{node_rank}"),
         training={"max_steps": MAX_STEPS, "save_steps": SAVE_STEPS, "logging_steps": 1},
         env={"OMP_NUM_THREADS": "1"},
     )
@@ -81,13 +83,16 @@ def test_resume_trains_on_from_the_checkpoint_of_a_failed_job(
     [first] = list_job_dirs(tuneboard_home(state_home))
     marker = first.read_state().marker
     output = workdir / "runs" / "tiny-sft-lora"
+    outputs = [tmp_path / f"node{i}" / "runs" / "tiny-sft-lora" for i in range(2)]
 
-    # The first checkpoint is complete (the Trainer writes trainer_state.json last): the
-    # rank dies, as under the OOM killer, long before the last step.
+    # The first checkpoint is complete on both nodes (the Trainer writes trainer_state.json
+    # last): rank 0 dies, as under the OOM killer, long before the last step.
     wait_for(
-        lambda: (output / f"checkpoint-{SAVE_STEPS}" / "trainer_state.json").is_file(),
+        lambda: all(
+            (o / f"checkpoint-{SAVE_STEPS}" / "trainer_state.json").is_file() for o in outputs
+        ),
         180,
-        "the first checkpoint",
+        "the first checkpoint on both nodes",
     )
     pid = rank_pid(marker, 0)
     assert pid is not None
@@ -98,6 +103,7 @@ def test_resume_trains_on_from_the_checkpoint_of_a_failed_job(
     assert job_pids(marker) == []
     checkpoint = latest_checkpoint(output)
     assert SAVE_STEPS <= checkpoint < MAX_STEPS
+    assert latest_checkpoint(outputs[1]) == checkpoint  # node 1 kept its own copy
     before = train_steps(first.metrics)
     assert before and before[-1] < MAX_STEPS  # it did not get to the end
 
