@@ -10,6 +10,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from tuneboard.cli_ssh import (
+    Hostfile,
+    Identity,
+    KnownHosts,
+    SshConfig,
+    TrustNewHosts,
+    connect_options,
+)
+
 if TYPE_CHECKING:
     from launcher.cluster import Node
     from launcher.transport import ConnectOptions
@@ -152,10 +161,7 @@ def dashboard(
             show_default=False,
         ),
     ] = None,
-    hostfile: Annotated[
-        Path | None,
-        typer.Option("--hostfile", help="Nodes, one `\\[user@]host[:port] slots=N` a line."),
-    ] = None,
+    hostfile: Hostfile = None,
     python: Annotated[
         str | None,
         typer.Option(
@@ -172,20 +178,10 @@ def dashboard(
             show_default=False,
         ),
     ] = None,
-    trust_new_hosts: Annotated[
-        bool,
-        typer.Option("--trust-new-hosts", help="Record unknown host keys in known_hosts."),
-    ] = False,
-    identity: Annotated[
-        list[Path] | None, typer.Option("--identity", "-i", help="SSH private key (repeatable).")
-    ] = None,
-    known_hosts: Annotated[
-        Path | None,
-        typer.Option("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)."),
-    ] = None,
-    ssh_config: Annotated[
-        Path | None, typer.Option("--ssh-config", help="ssh config file (default ~/.ssh/config).")
-    ] = None,
+    trust_new_hosts: TrustNewHosts = False,
+    identity: Identity = None,
+    known_hosts: KnownHosts = None,
+    ssh_config: SshConfig = None,
     agent_fake_gpus: Annotated[int | None, typer.Option(hidden=True)] = None,
     stats: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
@@ -211,7 +207,7 @@ def dashboard(
         hostfile=hostfile,
         python=python,
         job_dir=remote_job_dir,
-        options=_connect_options(known_hosts, ssh_config, identity, trust_new_hosts),
+        options=connect_options(known_hosts, ssh_config, identity, trust_new_hosts),
         fake_gpus=agent_fake_gpus,
         interval_s=interval,
     )
@@ -257,23 +253,6 @@ def dashboard(
     from tuneboard.dash.app import DashboardApp
 
     DashboardApp(config).run(mouse=not no_mouse)
-
-
-def _connect_options(
-    known_hosts: Path | None,
-    ssh_config: Path | None,
-    identity: list[Path] | None,
-    trust_new_hosts: bool,
-) -> ConnectOptions:
-    from launcher.transport import ConnectOptions
-
-    defaults = ConnectOptions()
-    return ConnectOptions(
-        known_hosts=known_hosts or defaults.known_hosts,
-        ssh_config=ssh_config or defaults.ssh_config,
-        identity_files=tuple(identity or ()),
-        trust_new_hosts=trust_new_hosts,
-    )
 
 
 class _SshChoice:

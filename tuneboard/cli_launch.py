@@ -29,7 +29,14 @@ from launcher.launch import (
     spawn_supervisor,
     sync_files,
 )
-from launcher.transport import ConnectOptions
+from tuneboard.cli_ssh import (
+    Hostfile,
+    Identity,
+    KnownHosts,
+    SshConfig,
+    TrustNewHosts,
+    connect_options,
+)
 from tuneboard.output import console, error_console
 from tuneboard.render_launch import (
     TerminalSink,
@@ -83,10 +90,7 @@ def launch(
         list[str] | None,
         typer.Argument(help="section.key=value overrides, as `python -m recipes.run` takes them."),
     ] = None,
-    hostfile: Annotated[
-        Path | None,
-        typer.Option("--hostfile", help="Nodes, one `\\[user@]host[:port] slots=N` a line."),
-    ] = None,
+    hostfile: Hostfile = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Preflight, then print each node's exact command.")
     ] = False,
@@ -96,10 +100,7 @@ def launch(
     detach: Annotated[
         bool, typer.Option("--detach", help="Print the job id and return; the job keeps running.")
     ] = False,
-    trust_new_hosts: Annotated[
-        bool,
-        typer.Option("--trust-new-hosts", help="Record unknown host keys in known_hosts."),
-    ] = False,
+    trust_new_hosts: TrustNewHosts = False,
     cpu: Annotated[
         bool, typer.Option("--cpu", help="A CPU run: nodes without GPUs are fine (gloo).")
     ] = False,
@@ -126,24 +127,10 @@ def launch(
             "--node-timeout", help="Seconds a node may be unreachable before the job fails."
         ),
     ] = 60.0,
-    identity: Annotated[
-        list[Path] | None, typer.Option("--identity", "-i", help="SSH private key (repeatable).")
-    ] = None,
-    known_hosts: Annotated[
-        Path | None,
-        typer.Option("--known-hosts", help="known_hosts file (default ~/.ssh/known_hosts)."),
-    ] = None,
-    ssh_config: Annotated[
-        Path | None, typer.Option("--ssh-config", help="ssh config file (default ~/.ssh/config).")
-    ] = None,
+    identity: Identity = None,
+    known_hosts: KnownHosts = None,
+    ssh_config: SshConfig = None,
 ) -> None:
-    defaults = ConnectOptions()
-    connect_options = ConnectOptions(
-        known_hosts=known_hosts or defaults.known_hosts,
-        ssh_config=ssh_config or defaults.ssh_config,
-        identity_files=tuple(identity or ()),
-        trust_new_hosts=trust_new_hosts,
-    )
     request = LaunchRequest(
         recipe_path=recipe,
         overrides=tuple(overrides or ()),
@@ -155,7 +142,7 @@ def launch(
         force=force,
         grace_s=grace,
         node_timeout_s=node_timeout,
-        connect=connect_options,
+        connect=connect_options(known_hosts, ssh_config, identity, trust_new_hosts),
     )
     raise typer.Exit(run_launch(request, dry_run=dry_run, detach=detach))
 
