@@ -68,7 +68,7 @@ sys.path.insert(0, str(ROOT))
 from launcher import proc  # noqa: E402
 from launcher.fanout import NodePool  # noqa: E402
 from launcher.launch import LaunchRequest, check, connect, prepare  # noqa: E402
-from launcher.transport import CommandResult, ConnectOptions, Transport  # noqa: E402
+from launcher.transport import CommandResult, Transport  # noqa: E402
 from tests.integration.sshd import SshdCluster, skip_reason, start_cluster  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -273,14 +273,7 @@ def one_run(
         recipe_path=recipe_for(cluster, n, folder),
         cpu=True,
         cwd=folder,
-        connect=ConnectOptions(
-            known_hosts=cluster.known_hosts,
-            system_known_hosts=None,
-            ssh_config=None,
-            identity_files=(cluster.client_key,),
-            use_agent=False,
-            look_for_keys=False,
-        ),
+        connect=cluster.connect_options(),
     )
     prepared = prepare(request)
     meter = Meter(cgroups, n)

@@ -35,16 +35,7 @@ def free_port(address: str = "127.0.0.2") -> int:
 
 
 def options(sshd: SshdCluster) -> ConnectOptions:
-    return ConnectOptions(
-        known_hosts=sshd.known_hosts,
-        system_known_hosts=None,
-        ssh_config=None,
-        user=sshd.user,
-        identity_files=(sshd.client_key,),
-        use_agent=False,
-        look_for_keys=False,
-        connect_timeout_s=5.0,
-    )
+    return sshd.connect_options()
 
 
 def tiny_recipe(

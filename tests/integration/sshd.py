@@ -20,6 +20,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from launcher.transport import ConnectOptions
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 READY_TIMEOUT_S = 10.0
@@ -97,6 +100,21 @@ class SshdCluster:
         self.start_s = start_s
         self.user = "root"
         self._procs = procs
+
+    def connect_options(self, **changes: Any) -> ConnectOptions:
+        """How a client reaches these nodes: this cluster's key and known_hosts only (no
+        ssh agent, no ~/.ssh files), as root; `changes` override fields."""
+        options = ConnectOptions(
+            known_hosts=self.known_hosts,
+            system_known_hosts=None,
+            ssh_config=None,
+            user=self.user,
+            identity_files=(self.client_key,),
+            use_agent=False,
+            look_for_keys=False,
+            connect_timeout_s=5.0,
+        )
+        return dataclasses.replace(options, **changes)
 
     def kill_node(self, index: int) -> list[int]:
         """KILL node `index`'s sshd and everything under it (its sessions and their

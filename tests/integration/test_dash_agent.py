@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from launcher.cluster import Node
-from launcher.transport import ConnectOptions
 from tests.conftest import ROOT
 from tests.integration.sshd import SshdCluster, skip_reason, start_cluster
 from tests.unit.test_dash_app import sync, wait_for
@@ -103,18 +102,6 @@ def _agent_pids(node_name: str) -> list[int]:
     return found
 
 
-def _ssh_options(cluster: SshdCluster) -> ConnectOptions:
-    return ConnectOptions(
-        known_hosts=cluster.known_hosts,
-        system_known_hosts=None,
-        ssh_config=None,
-        identity_files=(cluster.client_key,),
-        use_agent=False,
-        look_for_keys=False,
-        connect_timeout_s=3.0,
-    )
-
-
 @sync
 async def test_agents_over_ssh_go_stale_and_recover(tmp_path: Path) -> None:
     reason = skip_reason()
@@ -132,7 +119,8 @@ async def test_agents_over_ssh_go_stale_and_recover(tmp_path: Path) -> None:
         job.mkdir()
         (job / "metrics.jsonl").write_text(json.dumps({"step": 3, "loss": 1.25}) + "\n")
         command = AgentCommand(python=sys.executable, interval_s=0.2, job_dir=str(job), fake_gpus=2)
-        sources = ssh_agent_sources(nodes, _ssh_options(cluster), command, backoff_s=(0.2, 1.0))
+        options = cluster.connect_options(connect_timeout_s=3.0)
+        sources = ssh_agent_sources(nodes, options, command, backoff_s=(0.2, 1.0))
         config = DashConfig(
             sources=sources, interval_s=0.2, thresholds=Thresholds(stale_min_s=3.0), label="ssh"
         )
@@ -191,7 +179,8 @@ def test_a_node_without_the_agent_says_why(tmp_path: Path, sshd_cluster: SshdClu
     node = sshd_cluster.nodes[0]
     target = Node(host=node.address, port=node.port, user=sshd_cluster.user, label="bare")
     command = AgentCommand(python="/nonexistent/python3", interval_s=0.2)
-    (source,) = ssh_agent_sources([target], _ssh_options(sshd_cluster), command)
+    options = sshd_cluster.connect_options(connect_timeout_s=3.0)
+    (source,) = ssh_agent_sources([target], options, command)
     got: list[Snapshot] = []
     deadline = time.time() + 15
     while not any(isinstance(s, SourceStatus) and not s.connected for s in got):
