@@ -65,7 +65,7 @@ class LocalTransport:
         stdin: bytes = b"",
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         on_line: LineCallback | None = None,
-        stdout_tail_bytes: int | None = None,
+        output_tail_bytes: int | None = None,
     ) -> CommandResult:
         args = check_argv(argv)
         full_env = {**os.environ, **check_env(env)}
@@ -90,7 +90,7 @@ class LocalTransport:
         lines = LineBuffer(on_line) if on_line is not None else None
         deadline = None if timeout_s is None else started + timeout_s
         try:
-            out, err_bytes = _pump(proc, stdin, lines, deadline, stdout_tail_bytes)
+            out, err_bytes = _pump(proc, stdin, lines, deadline, output_tail_bytes)
         except TimeoutError:
             _stop_group(proc)
             raise CommandTimeout(self._node.name, describe(args), timeout_s or 0.0, "") from None
@@ -183,10 +183,9 @@ def _pump(
                     sel.unregister(key.fileobj)
                     continue
                 chunks[key.fd] += data
-                if key.fd == stdout_fd:
-                    keep_tail(chunks[key.fd], tail_bytes)
-                    if lines is not None:
-                        lines.feed(data)
+                keep_tail(chunks[key.fd], tail_bytes)
+                if key.fd == stdout_fd and lines is not None:
+                    lines.feed(data)
     writer.join()
     return bytes(chunks[stdout_fd]), bytes(chunks[stderr_fd])
 

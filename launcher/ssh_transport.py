@@ -138,7 +138,7 @@ class SshTransport:
         stdin: bytes = b"",
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         on_line: LineCallback | None = None,
-        stdout_tail_bytes: int | None = None,
+        output_tail_bytes: int | None = None,
     ) -> CommandResult:
         args = check_argv(argv)
         command = remote_command(args, cwd=node_path(cwd) if cwd else None, timeout_s=timeout_s)
@@ -163,7 +163,7 @@ class SshTransport:
                 with contextlib.suppress(OSError):
                     channel.sendall(payload)
                     channel.shutdown_write()
-                stdout, stderr = _collect(channel, lines, stdout_tail_bytes)
+                stdout, stderr = _collect(channel, lines, output_tail_bytes)
                 returncode = channel.recv_exit_status()
             except (paramiko.SSHException, OSError) as err:
                 if expired.is_set():
@@ -294,6 +294,7 @@ def _collect(
                 lines.feed(data)
         while channel.recv_stderr_ready():
             err += channel.recv_stderr(65536)
+            keep_tail(err, tail_bytes)
         finished = channel.exit_status_ready() and (channel.eof_received or channel.closed)
         if finished and not channel.recv_ready() and not channel.recv_stderr_ready():
             return bytes(out), bytes(err)

@@ -100,15 +100,15 @@ class Transport(Protocol):
         stdin: bytes = b"",
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         on_line: LineCallback | None = None,
-        stdout_tail_bytes: int | None = None,
+        output_tail_bytes: int | None = None,
     ) -> CommandResult:
         """Run argv (never a shell string) and wait for it.
 
         `env` is added to the node's login environment without appearing on any
         command line (see launcher/shell.py). `on_line` gets each stdout line as it
-        arrives (without its newline); stdout is also returned whole, or only its last
-        `stdout_tail_bytes` (about: a long-running stream read through `on_line` must
-        not pile up in memory). Past `timeout_s` the command is stopped and
+        arrives (without its newline); stdout and stderr are also returned whole, or
+        only about their last `output_tail_bytes` each (a long-running stream read through
+        `on_line` must not pile up in memory). Past `timeout_s` the command is stopped and
         CommandTimeout raised.
         """
         ...

@@ -16,6 +16,7 @@ from tuneboard.cli_ssh import (
     KnownHosts,
     SshConfig,
     TrustNewHosts,
+    check_ssh_files,
     connect_options,
 )
 
@@ -157,7 +158,7 @@ def dashboard(
         list[str] | None,
         typer.Option(
             "--hosts",
-            help="Nodes to watch over SSH: `[user@]host[:port]`, comma-separated or repeated.",
+            help="Nodes to watch over SSH: `\\[user@]host[:port]`, comma-separated or repeated.",
             show_default=False,
         ),
     ] = None,
@@ -166,7 +167,7 @@ def dashboard(
         str | None,
         typer.Option(
             "--python",
-            help="The nodes' python, with tuneboard installed [default: the job's, else python3].",
+            help="The nodes' python, with tuneboard \\[default: the job's, else python3].",
             show_default=False,
         ),
     ] = None,
@@ -207,7 +208,10 @@ def dashboard(
         hostfile=hostfile,
         python=python,
         job_dir=remote_job_dir,
-        options=connect_options(known_hosts, ssh_config, identity, trust_new_hosts),
+        # flags win over a launched job's own SSH settings; none given: the job's (or ssh's)
+        options=connect_options(known_hosts, ssh_config, identity, trust_new_hosts)
+        if (known_hosts, ssh_config, identity, trust_new_hosts) != (None, None, None, False)
+        else None,
         fake_gpus=agent_fake_gpus,
         interval_s=interval,
     )
@@ -226,7 +230,7 @@ def dashboard(
         job_dir = None if job is None else _resolve_job(job)
         nodes = ssh.nodes(job_dir)
         if nodes is not None:
-            sources.extend(ssh.sources(nodes, job_dir))
+            sources.extend(ssh.sources(nodes))
             labels.append("SSH agents")  # the top bar adds the node and GPU counts
         elif fake_gpus is not None:
             from tuneboard.sources.gpu_sources import FakeClusterSource
@@ -265,7 +269,7 @@ class _SshChoice:
         hostfile: Path | None,
         python: str | None,
         job_dir: str | None,
-        options: ConnectOptions,
+        options: ConnectOptions | None,
         fake_gpus: int | None,
         interval_s: float,
     ) -> None:
@@ -308,7 +312,7 @@ class _SshChoice:
         self._job_python = state.python
         return nodes
 
-    def sources(self, nodes: tuple[Node, ...], job_dir: Path | None) -> list[Source]:
+    def sources(self, nodes: tuple[Node, ...]) -> list[Source]:
         from tuneboard.sources.ssh_agent import AgentCommand, ssh_agent_sources
 
         command = AgentCommand(
@@ -317,7 +321,8 @@ class _SshChoice:
             job_dir=self.job_dir,
             fake_gpus=self.fake_gpus,
         )
-        options = self.options if self._job_options is None else self._job_options
+        options = self.options or self._job_options or connect_options(None, None, None, False)
+        check_ssh_files(options)
         return list(ssh_agent_sources(nodes, options, command))
 
 

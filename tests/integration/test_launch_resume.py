@@ -6,7 +6,7 @@ its own checkpoints, or the resume's preflight refuses), one rank each, the tiny
 recipe (~30 ms a step with one thread; two threads on two busy cores make it ~2 s): the
 smallest run that still goes through launch, checkpoint, failure, the resume's preflight
 and the Trainer's own step counter. Rank 0 is killed as soon as the first checkpoint is
-complete on both nodes, with 70 steps to go.
+complete on both nodes, with ~190 steps to go.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from tests.integration.sshd import SshdCluster
 pytestmark = pytest.mark.integration
 __all__ = ["state_home"]  # the fixture, used by name
 
-MAX_STEPS = 80
+MAX_STEPS = 200  # ~190 steps (several seconds) left when the rank dies: a stall cannot finish it
 SAVE_STEPS = 10
 
 

@@ -152,6 +152,24 @@ def test_stdout_lines_stream_as_they_come(transport: Transport) -> None:
     assert result.stdout == "one\ntwo\nthree"
 
 
+def test_a_long_stream_keeps_only_its_tail(transport: Transport) -> None:
+    """`output_tail_bytes`: every line still reaches on_line, but what the result holds of
+    stdout and stderr stays small (a dashboard agent streams for days)."""
+    code = (
+        "import sys\n"
+        "for i in range(20000):\n"
+        "    print(f'out {i}')\n"
+        "    print(f'err {i}', file=sys.stderr)\n"
+    )
+    got: list[str] = []
+    result = transport.run([sys.executable, "-c", code], on_line=got.append, output_tail_bytes=1000)
+    assert got == [f"out {i}" for i in range(20000)]
+    assert len(result.stdout) <= 2000 and result.stdout.endswith("out 19999\n")
+    assert len(result.stderr) <= 2000 and result.stderr.endswith("err 19999\n")
+    whole = transport.run([sys.executable, "-c", code])  # without it: all of it
+    assert whole.stdout.count("\n") == 20000 and whole.stderr.count("\n") == 20000
+
+
 def test_exit_codes_and_cwd(transport: Transport, tmp_path: Path) -> None:
     assert transport.run(["sh", "-c", "exit 3"]).returncode == 3
     assert transport.run(["pwd"], cwd=str(tmp_path)).stdout.strip() == str(tmp_path)

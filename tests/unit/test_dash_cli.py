@@ -45,6 +45,21 @@ def test_dashboard_bad_input_is_one_line(args: list[str], message: str) -> None:
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_dashboard_bad_ssh_files_are_one_line_before_anything_starts(tmp_path: Path) -> None:
+    bad_config = tmp_path / "ssh_config"
+    bad_config.write_text("Host\n  HostName\n")
+    cases = [
+        (["-i", str(tmp_path / "no-key")], f"--identity {tmp_path / 'no-key'}: no such file"),
+        (["--known-hosts", str(tmp_path)], f"--known-hosts {tmp_path} is not a file"),
+        (["--ssh-config", str(bad_config)], f"cannot read ssh config {bad_config}"),
+    ]
+    for args, message in cases:
+        result = run_cli("dashboard", "--hosts", "gpu1", *args)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: ") and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_agent_command_prints_json_lines() -> None:
     result = run_cli("agent", "--fake-gpus", "2", "--count", "2", "--interval", "0.05")
     assert result.returncode == 0, result.stderr
@@ -140,3 +155,11 @@ def test_dashboard_of_a_launched_job_samples_its_nodes(
     )
     assert config.start_mode == "job" and config.stop_job is not None
     assert config.label == f"SSH agents · {job.path.name}"
+
+    # SSH flags given on the command line win over the job's own settings
+    key = tmp_path / "key"
+    key.write_text("not read here")
+    result = CliRunner().invoke(app, ["dashboard", "latest", "-i", str(key)])
+    assert result.exit_code == 0, result.output
+    agents = _agents(DashConfig(sources=shown[-1].sources[:-1]))
+    assert all(a.options.identity_files == (key,) for a in agents)

@@ -29,8 +29,8 @@ from tuneboard.sources.base import SourceError
 #: Reconnect backoff (first, max) in seconds: a node back from a reboot shows up within
 #: the max; each failed attempt costs one connect timeout at most.
 BACKOFF_S = (1.0, 10.0)
-#: What of the agent's stdout is kept besides the lines handed over (error messages).
-_STDOUT_TAIL_BYTES = 1 << 16
+#: What of the agent's stdout and stderr is kept besides the lines handed over (messages).
+_OUTPUT_TAIL_BYTES = 1 << 16
 
 Opener = Callable[[Node, ConnectOptions], Transport]
 
@@ -46,6 +46,12 @@ class AgentCommand:
     job_dir: str | None = None
     #: Fake GPUs instead of NVML on the node (tests, demos).
     fake_gpus: int | None = None
+
+    @property
+    def silence_s(self) -> float:
+        """An agent silent this long on a live connection is restarted (it prints a line
+        every interval, so this is many missed samples)."""
+        return max(30.0, 10 * self.interval_s)
 
     def argv(self, node_name: str) -> list[str]:
         argv = [self.python, "-m", "tuneboard", "agent", "--interval", f"{self.interval_s:g}"]
@@ -66,11 +72,19 @@ class RemoteLines:
     """The stdout lines of one remote command, read by a thread; iterate once.
 
     Iteration ends when the command exits with status 0; a failure (non-zero exit, lost
-    connection) raises SourceError after the lines that did arrive.
+    connection, no line for `silence_s`) raises SourceError after the lines that did arrive.
     """
 
-    def __init__(self, transport: Transport, argv: Sequence[str], on_close: Callable[[], None]):
+    def __init__(
+        self,
+        transport: Transport,
+        argv: Sequence[str],
+        on_close: Callable[[], None],
+        *,
+        silence_s: float = 60.0,
+    ):
         self._queue: queue.SimpleQueue[str | _End] = queue.SimpleQueue()
+        self._silence_s = silence_s
         self._on_close = on_close
         self._argv = list(argv)
         self._transport = transport
@@ -80,26 +94,36 @@ class RemoteLines:
         self._thread.start()
 
     def _run(self) -> None:
+        end = _End("agent reader stopped")  # replaced below; always put, whatever happens
         try:
             result = self._transport.run(
                 self._argv,
                 timeout_s=None,
                 on_line=self._queue.put,
-                stdout_tail_bytes=_STDOUT_TAIL_BYTES,
+                output_tail_bytes=_OUTPUT_TAIL_BYTES,
             )
+            if result.ok:
+                end = _End(None)
+            else:
+                said = result.stderr.strip().splitlines()
+                why = said[-1] if said else "no message"
+                end = _End(f"agent exited with status {result.returncode}: {why}")
         except LauncherError as exc:
-            self._queue.put(_End(str(exc)))
-            return
-        if result.ok:
-            self._queue.put(_End(None))
-            return
-        said = result.stderr.strip().splitlines()
-        why = said[-1] if said else "no message"
-        self._queue.put(_End(f"agent exited with status {result.returncode}: {why}"))
+            end = _End(str(exc))
+        except Exception as exc:  # noqa: BLE001 - shown on the node's row, then a reconnect
+            end = _End(f"agent reader failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._queue.put(end)
 
     def __iter__(self) -> Iterator[str]:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self._silence_s)
+            except queue.Empty:
+                # a live connection with a hung agent (a stuck mount, say): drop the
+                # connection, which ends the agent; the source reconnects
+                self._transport.close()
+                raise SourceError(f"no word from the agent for {self._silence_s:g} s") from None
             if isinstance(item, _End):
                 if item.error is not None:
                     raise SourceError(item.error)
@@ -147,7 +171,8 @@ class SshAgentConnect:
                     transport.close()
                     raise SourceError("closed")
                 self._transport = transport
-        return RemoteLines(transport, self.command.argv(self.node.name), self.close)
+        argv = self.command.argv(self.node.name)
+        return RemoteLines(transport, argv, self.close, silence_s=self.command.silence_s)
 
     def close(self) -> None:
         with self._lock:
