@@ -259,14 +259,6 @@ def _family(addr: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
-def listen(addr: str, port: int, count: int, timeout_s: float) -> dict[str, Any]:
-    """Bind as torchrun's store will, then accept `count` connections (or one `done`)."""
-    server = _bind(addr, port, count)
-    if isinstance(server, dict):
-        return server
-    return _accept(server, count, timeout_s)
-
-
 def _bind(addr: str, port: int, count: int) -> socket.socket | dict[str, Any]:
     server = socket.socket(_family(addr), socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's TCPStore

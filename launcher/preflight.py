@@ -9,7 +9,8 @@ Two rounds, each on all nodes at once (launcher/fanout.py):
    first binds that address and port exactly as torchrun will (a port in use, or an
    address the master does not have, fails here) and accepts every node's connection
    while it gathers its facts, so a wrong address or NIC fails in preflight, not in an
-   NCCL hang. One SSH channel and one python per node, the master included.
+   NCCL hang. One SSH channel and one python per node, the master included. Stopping
+   that listener early and judging its answer: launcher/rendezvous_check.py.
 
 The result is data (frozen dataclasses); tuneboard/ renders it as a ✓/✗ table.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +38,7 @@ from launcher.errors import (
     LauncherError,
 )
 from launcher.fanout import NodePool, NodeResult
+from launcher.rendezvous_check import Arrivals, Listen, listen_outcome
 from launcher.target import Target
 from launcher.transport import Transport
 
@@ -64,6 +65,9 @@ BUSY_GPU_FREE_FRACTION = 0.9
 CONNECT_TIMEOUT_S = 5.0
 #: How long the master's listener waits for every node's probe to connect.
 LISTEN_TIMEOUT_S = CONNECT_TIMEOUT_S * 6
+#: How long the last other node's probe waits for the master's probe to listen or end, to
+#: stop its listener early: past it the listener has (nearly) timed out by itself anyway.
+MASTER_KNOWN_TIMEOUT_S = LISTEN_TIMEOUT_S + CONNECT_TIMEOUT_S
 _PROBE_SOURCE = Path(node_probe.__file__).read_text(encoding="utf-8")
 
 
@@ -189,8 +193,10 @@ def run_preflight(pool: NodePool, target: Target, needs: Needs) -> PreflightRepo
     master_name = target.cluster.master.name
     ranks = {node.name: i for i, node in enumerate(target.cluster.nodes)}
     master = pool.transports.get(master_name)
-    others = _Arrivals(
-        master, target.python, addr, port, len(pool.transports) - (master is not None)
+    others = Arrivals(
+        _done_sender(master, target.python, addr, port) if master is not None else None,
+        len(pool.transports) - (master is not None),
+        MASTER_KNOWN_TIMEOUT_S,
     )
 
     def probe(transport: Transport) -> NodeFacts:
@@ -226,10 +232,15 @@ def run_preflight(pool: NodePool, target: Target, needs: Needs) -> PreflightRepo
             others.arrived(came=came)
 
     probed = {r.node.name: r for r in pool.map(probe)}
-    listen = _listen_outcome(probed.get(master_name), addr, port)
+    listen = _listen_outcome(probed.get(master_name), addr, port, others.stalled_s)
     reference = _reference_facts(target, probed)
     nproc = target.nproc_per_node
     notes: list[str] = []
+    if others.stalled_s is not None and listen is not None and listen.ok:
+        notes.append(
+            f"the master's probe did not listen on {addr}:{port} within "
+            f"{others.stalled_s:g} s of the other nodes' probes: its listener ran to its timeout"
+        )
     if nproc is None:
         counts = [len(r.value.gpus) for r in probed.values() if r.value is not None]
         nproc = min(counts) if counts and min(counts) > 0 else None
@@ -264,6 +275,18 @@ class ProbeError(LauncherError):
         super().__init__(f"{node}: {detail}")
         self.check = check
         self.detail = detail
+
+
+def _done_sender(transport: Transport, python: str, addr: str, port: int) -> Callable[[], None]:
+    """Tells the master's listener, through the master's own probe, to stop waiting."""
+
+    def send() -> None:
+        with contextlib.suppress(LauncherError):
+            _run_probe(
+                transport, python, "connect", addr, str(port), str(CONNECT_TIMEOUT_S), "done"
+            )
+
+    return send
 
 
 def _run_probe(
@@ -498,103 +521,26 @@ def _disk_check(facts: NodeFacts, needs: Needs) -> Check:
 # -- the master's address and port ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Listen:
-    ok: bool
-    short: str
-    detail: str
-
-
-class _Arrivals:
-    """Counts the other nodes' probes as they end. When the last one has and some never
-    connected to the master, the master's listener, if it is listening, is told to stop
-    waiting for them (one more connection, saying `done`): the master's probe then ends at
-    once, not at its timeout. The master's probe prints `listening` once it has bound the
-    port and connected to it itself, so a `done` can neither be refused by a listener not
-    yet there nor be counted before the master's own connection."""
-
-    def __init__(
-        self, master: Transport | None, python: str, addr: str, port: int, expected: int
-    ) -> None:
-        self._master = master
-        self._python = python
-        self._addr = addr
-        self._port = port
-        self._left = expected
-        self._everyone_came = True
-        self._lock = threading.Lock()
-        self._listening = False
-        self._master_ended = False
-        #: Set once the master's probe is listening, or has ended.
-        self._master_known = threading.Event()
-
-    def said(self, line: str) -> None:
-        """A line of the master's probe, as it comes."""
-        if line.strip() == "listening":
-            with self._lock:
-                self._listening = True
-            self._master_known.set()
-
-    def master_ended(self) -> None:
-        with self._lock:
-            self._master_ended = True
-        self._master_known.set()
-
-    def arrived(self, *, came: bool) -> None:
-        with self._lock:
-            self._left -= 1
-            self._everyone_came = self._everyone_came and came
-            last = self._left == 0
-        if not last or self._everyone_came or self._master is None:
-            return
-        self._master_known.wait()  # it prints `listening` within a second, or ends
-        with self._lock:
-            waiting = self._listening and not self._master_ended
-        if waiting:
-            with contextlib.suppress(LauncherError):
-                _run_probe(
-                    self._master,
-                    self._python,
-                    "connect",
-                    self._addr,
-                    str(self._port),
-                    str(CONNECT_TIMEOUT_S),
-                    "done",
-                )
-
-
-def _listen_outcome(master: NodeResult[NodeFacts] | None, addr: str, port: int) -> _Listen | None:
+def _listen_outcome(
+    master: NodeResult[NodeFacts] | None, addr: str, port: int, stalled_s: float | None
+) -> Listen | None:
     """What the master's probe says of its listener (None: not checked)."""
     if master is None:
         return None  # the master is not connected: the ssh check says why
     err = master.error
     if isinstance(err, ProbeError) and err.check == "python":
         return None  # the python check already says why
-    if err is not None:
-        return _Listen(False, "error", str(err))
     answer = master.value.listen if master.value is not None else None
-    if answer is None:
-        return _Listen(False, "no answer", "the master's listener did not answer")
-    where = f"{addr}:{port}"
-    if not answer.get("ok"):
-        errno = answer.get("errno")
-        if errno == 98:
-            return _Listen(False, "in use", f"{where} is in use (another job or service?)")
-        if errno == 99:
-            return _Listen(
-                False, "not here", f"{where}: {addr} is not an address of the master node"
-            )
-        return _Listen(False, "error", f"cannot bind {where}: {answer.get('error')}")
-    return _Listen(True, "free", f"{where} free")
+    return listen_outcome(err, answer, addr, port, stalled_s)
 
 
-def _port_check(listen: _Listen | None) -> Check:
+def _port_check(listen: Listen | None) -> Check:
     if listen is None:
         return Check("port", "skip", "not checked")
     return Check("port", "ok" if listen.ok else "fail", listen.detail, listen.short)
 
 
-def _master_check(connect: dict[str, Any], listen: _Listen | None, addr: str, port: int) -> Check:
+def _master_check(connect: dict[str, Any], listen: Listen | None, addr: str, port: int) -> Check:
     if listen is None:
         return Check("master", "skip", "not checked")
     if not listen.ok:

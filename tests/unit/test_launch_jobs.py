@@ -10,8 +10,9 @@ import re
 import socket
 import subprocess
 import sys
-import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -31,6 +32,7 @@ from launcher.jobs import (
     process_start,
     supervisor_alive,
 )
+from launcher.rendezvous_check import Arrivals, listen_outcome
 from tests.conftest import ROOT
 from tests.launch_app import app
 
@@ -251,25 +253,94 @@ def test_probe_facts_of_this_machine(tmp_path: Path) -> None:
     assert facts["connect"]["ok"] is False  # nothing listens on port 1
 
 
-def test_probe_listener_and_connections() -> None:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    results: dict[str, object] = {}
-    server = threading.Thread(
-        target=lambda: results.update(node_probe.listen("127.0.0.1", port, 2, 10)), daemon=True
+        return int(s.getsockname()[1])
+
+
+def master_probe(tmp_path: Path, addr: str, port: int, count: int) -> subprocess.Popen[str]:
+    """The master's probe as preflight runs it: `python -c SOURCE facts JSON` with "listen"."""
+    args = {
+        "workdir": str(tmp_path),
+        "packages": [],
+        "modules": [],
+        "paths": [],
+        "output_dir": None,
+        "master_addr": addr,
+        "master_port": port,
+        "is_master": True,
+        "connect_timeout_s": 0.5,
+        "listen": {"count": count, "timeout_s": 20},
+    }
+    source = Path(node_probe.__file__).read_text(encoding="utf-8")
+    return subprocess.Popen(
+        [sys.executable, "-c", source, "facts", json.dumps(args)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
     )
-    server.start()
+
+
+def probe_answer(probe: subprocess.Popen[str]) -> dict[str, Any]:
+    out, _ = probe.communicate(timeout=30)
+    assert probe.returncode == 0
+    answer: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return answer
+
+
+def test_master_probe_listens_for_every_node_or_a_done(tmp_path: Path) -> None:
+    port = free_port()
+    every = master_probe(tmp_path, "127.0.0.1", port, count=3)  # itself and two nodes
+    assert every.stdout is not None and every.stdout.readline().strip() == "listening"
     for _ in range(2):
-        assert node_probe.connect("127.0.0.1", port, 2, retry_refused_s=5)["ok"] is True
-    server.join(5)
-    assert results == {"ok": True, "accepted": 2}
+        assert node_probe.connect("127.0.0.1", port, 2)["ok"] is True
+    facts = probe_answer(every)
+    assert facts["listen"] == {"ok": True, "accepted": 3}
+    assert facts["connect"]["ok"] is True
+
+    port = free_port()
+    started = time.monotonic()
+    early = master_probe(tmp_path, "127.0.0.1", port, count=3)
+    assert early.stdout is not None and early.stdout.readline().strip() == "listening"
+    assert node_probe.connect("127.0.0.1", port, 2)["ok"] is True
+    assert node_probe.connect("127.0.0.1", port, 2, node_probe.DONE)["ok"] is True
+    assert probe_answer(early)["listen"] == {"ok": True, "accepted": 2}
+    assert time.monotonic() - started < 10  # not the listener's 20 s timeout
+
+
+def test_master_probe_says_why_it_cannot_bind(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = busy.getsockname()[1]
-        assert node_probe.listen("127.0.0.1", taken, 1, 1)["errno"] == 98
-    assert node_probe.listen("10.254.254.254", port, 1, 1)["errno"] == 99
+        listen = probe_answer(master_probe(tmp_path, "127.0.0.1", taken, count=1))["listen"]
+        assert listen["errno"] == 98
+    elsewhere = probe_answer(master_probe(tmp_path, "10.254.254.254", free_port(), count=1))
+    assert elsewhere["listen"]["errno"] == 99
+
+
+def test_the_last_node_stops_the_listener_or_gives_up_waiting_for_it() -> None:
+    sent: list[str] = []
+    arrivals = Arrivals(lambda: sent.append("done"), expected=2, wait_s=5)
+    arrivals.said("listening")
+    arrivals.arrived(came=True)
+    arrivals.arrived(came=False)
+    assert sent == ["done"] and arrivals.stalled_s is None
+
+    ended = Arrivals(lambda: sent.append("late"), expected=1, wait_s=5)
+    ended.master_ended()
+    ended.arrived(came=False)
+    assert sent == ["done"]  # nothing listens any more: nothing to stop
+
+    silent = Arrivals(lambda: sent.append("silent"), expected=1, wait_s=0.2)
+    started = time.monotonic()
+    silent.arrived(came=False)  # the master's probe never says a word: no hang
+    assert 0.2 <= time.monotonic() - started < 5
+    assert sent == ["done"] and silent.stalled_s == 0.2
+    verdict = listen_outcome(TimeoutError("60 s"), None, "10.0.0.1", 29500, silent.stalled_s)
+    assert not verdict.ok and verdict.short == "silent"
+    assert "neither listened on 10.0.0.1:29500 nor ended within 0.2 s" in verdict.detail
 
 
 def test_launcher_and_its_commands_import_without_the_training_stack() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from launcher import watch
 from launcher.cluster import Node
 from launcher.errors import TransportError
 from launcher.local_transport import LocalTransport
@@ -112,10 +113,15 @@ def test_lines_read_before_a_failed_read_are_not_lost(tmp_path: Path) -> None:
     assert after.poll(max_bytes=16) == lines
 
 
-def test_the_watcher_hands_out_every_line_once_across_a_lost_connection(tmp_path: Path) -> None:
+def test_the_watcher_hands_out_every_line_once_across_a_lost_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The connection drops right after a read that ended in half a line, before the
     round's read of the exit file: neither the whole lines of that read nor the half
     line may be lost, and the half line must not come out in two pieces."""
+    # No process check between the Unreachable and the append, however slow this box is:
+    # it would find no job process (there is none) and end the watch before the append.
+    monkeypatch.setattr(watch, "PROCESS_CHECK_S", 3600.0)
     log, exit_file = tmp_path / "job.log", tmp_path / "job.pid.exit"
     append(log, b"alpha\nbra")
     first = Cuttable(LocalTransport(home=tmp_path), after=b"bra")
