@@ -221,6 +221,44 @@ def lora_config(recipe: Recipe, task_type: str = "CAUSAL_LM") -> Any:
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
+def check_pissa_targets(model: Any) -> None:
+    """Refuse PiSSA on a PEFT model whose adapter wraps an embedding (before any training).
+
+    PEFT (0.21) has no PiSSA for nn.Embedding: such a layer silently gets the default init
+    and an unchanged base, and its lora_embedding_A/B cannot be converted to a LoRA on the
+    original weights at the end. modules_to_save (a whole trained copy) is fine.
+    """
+    hits = [
+        name.removeprefix("base_model.model.")
+        for name, module in model.named_modules()
+        if len(getattr(module, "lora_embedding_A", None) or ()) > 0
+    ]
+    if hits:
+        raise ValueError(
+            f"lora.init pissa cannot adapt an embedding: lora.target_modules hits "
+            f"{', '.join(hits)} (nn.Embedding); drop it from target_modules (train it in full "
+            "with lora.modules_to_save instead) or use lora.init default/gaussian"
+        )
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    """write(tmp) to a temporary file beside `path`, flush it to disk, then os.replace it in:
+    a reader (or a crash) sees the old file or the new one, never a half-written one."""
+    import os
+
+    # Same directory (os.replace is atomic within one filesystem); created with the usual
+    # umask permissions, unlike mkstemp's 0600.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def convert_pissa_adapter(adapter_dir: Path, initial_dir: Path) -> None:
     """Rewrite a trained PiSSA adapter (in place) as a plain LoRA on the original base weights.
 
@@ -230,6 +268,8 @@ def convert_pissa_adapter(adapter_dir: Path, initial_dir: Path) -> None:
     PEFT's `path_initial_model_for_weight_conversion`, done on the saved files: the in-memory
     adapter is partitioned under ZeRO-3 at save time (measured: PEFT's in-memory conversion
     then writes rank-r tensors under a rank-2r config), the files are whole.
+
+    Each file is replaced atomically, the weights first and the config last.
     """
     import torch
     from safetensors.torch import load_file, save_file
@@ -246,14 +286,18 @@ def convert_pissa_adapter(adapter_dir: Path, initial_dir: Path) -> None:
             raise ValueError(f"lora.init pissa: cannot convert adapter weight {key}")
         else:
             converted[key] = value  # modules_to_save: whole modules, nothing to subtract
-    save_file(converted, str(adapter_dir / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-
     config_file = adapter_dir / "adapter_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
     config["r"] = 2 * config["r"]
     config["lora_alpha"] = config["lora_alpha"] * (2**0.5 if config.get("use_rslora") else 2)
     config["init_lora_weights"] = True  # loading it must not run PiSSA's SVD again
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+
+    _write_atomically(
+        adapter_dir / ADAPTER_WEIGHTS,
+        lambda tmp: save_file(converted, str(tmp), metadata={"format": "pt"}),
+    )
+    text = json.dumps(config, indent=2, sort_keys=True)
+    _write_atomically(config_file, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _decoder_layers(model: Any) -> tuple[str, int]:

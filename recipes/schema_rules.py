@@ -31,6 +31,18 @@ TASK_FORMATS: dict[str, tuple[str, ...]] = {
     "grpo": ("prompt",),
 }
 
+#: Names of the token/position embeddings (nn.Embedding) in common HF models. A LoRA target
+#: is matched as a module name or a dotted suffix of one (PEFT's rule for a list).
+EMBEDDING_MODULES = (
+    "embed_tokens",  # Llama, Qwen, Mistral, Gemma, Phi-3, ...
+    "tok_embeddings",  # InternLM2
+    "wte",  # GPT-2, GPT-J, CodeGen
+    "wpe",
+    "word_embeddings",  # Falcon, BLOOM, BERT
+    "embed_in",  # GPT-NeoX, Pythia
+    "embed_positions",  # OPT
+)
+
 BUILTIN_REWARDS = ("format", "length", "regex")
 _FUNC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -71,6 +83,20 @@ def check_method(method: MethodSection) -> None:
             "the original weights (B·A - B0·A0), which DoRA's magnitude vector breaks; use kind "
             "lora with init pissa, or dora with init default/gaussian"
         )
+    if init == "pissa" and isinstance(method.lora.target_modules, list):
+        # Names known here; any other embedding is refused once the PEFT model is built
+        # (recipes.modeling.check_pissa_targets), still before training.
+        embeddings = [
+            t for t in method.lora.target_modules if t.rsplit(".", 1)[-1] in EMBEDDING_MODULES
+        ]
+        if embeddings:
+            raise ValueError(
+                f"lora.init 'pissa' with embedding target(s) {embeddings} in "
+                "lora.target_modules: PEFT has no PiSSA for nn.Embedding and the final adapter "
+                "could not be converted to a plain LoRA; remove them from target_modules "
+                "(train them in full with lora.modules_to_save instead) or use init "
+                "default/gaussian"
+            )
     if (
         method.kind == "qlora"
         and method.quantization_bits == 8

@@ -102,19 +102,33 @@ def callbacks(session: Session) -> list[Any]:
     return out
 
 
+def saves_here(trainer: Any, ctx: RunContext) -> bool:
+    """Whether this process writes the run's files: the process that the Trainer has write
+    final/ and the checkpoints (TrainingArguments.should_save). With save_on_each_node (nodes
+    without a shared filesystem) that is each node's local rank 0, else global rank 0 only."""
+    if getattr(trainer.args, "save_on_each_node", False):
+        return ctx.is_local_main
+    return ctx.is_main
+
+
 def train_and_save(trainer: Any, session: Session, *, peft: bool) -> Path:
     """Train (resuming per training.resume), save the final weights or adapter, export."""
     recipe, ctx = session.recipe, session.ctx
+    writer = saves_here(trainer, ctx)
     checkpoint = resume_checkpoint(recipe, ctx.output_dir)
     if checkpoint is not None:
         log(ctx, f"resuming from {checkpoint}")
     # PiSSA moves the adapter's principal components out of the base weights. Its adapter as
     # trained fits only that residual base (as do the checkpoints: a resumed run rebuilds the
-    # same residual), so the initial adapter is kept to convert final/ below.
+    # same residual), so the initial adapter is kept to convert final/ below, by the process
+    # that writes final/ (each node's own copy when every node keeps its own output).
     pissa_init = None
     if peft and recipe.method.lora.init == "pissa":
+        from recipes.modeling import check_pissa_targets
+
+        check_pissa_targets(trainer.model)  # same model on every rank: all refuse together
         pissa_init = ctx.output_dir / PISSA_INIT
-        if ctx.is_main:
+        if writer:
             trainer.model.save_pretrained(str(pissa_init))
     session.status.update("training", resumed_from=checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -122,7 +136,7 @@ def train_and_save(trainer: Any, session: Session, *, peft: bool) -> Path:
     session.status.update("saving")
     final = ctx.output_dir / "final"
     trainer.save_model(str(final))  # adapter only for PEFT; gathered 16-bit weights under ZeRO-3
-    if ctx.is_main:
+    if writer:  # the process that just wrote final/ (trainer.args.should_save)
         if pissa_init is not None:
             # final/ as an ordinary LoRA of rank 2r on the original base (the trained adapter
             # minus the initial one), so loading and merging work as for any adapter.
@@ -131,7 +145,7 @@ def train_and_save(trainer: Any, session: Session, *, peft: bool) -> Path:
             convert_pissa_adapter(final, pissa_init)
             log(ctx, "pissa: final adapter converted to a rank-2r LoRA on the original base")
         session.tokenizer.save_pretrained(final)
-    barrier()
+    barrier()  # no rank reads final/ before every node's writer has finished it
     if peft and recipe.output.export_merged and ctx.is_main:
         from recipes.modeling import export_merged
 

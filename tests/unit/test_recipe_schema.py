@@ -151,12 +151,33 @@ def test_unknown_keys_are_named_with_a_suggestion(data: dict[str, Any], needles:
         ),
         ({"model": "m", "cluster": {"nodes": ["a", "a"]}}, ["nodes[1]", "nodes[0]"]),
         ({"method": "lora"}, ["model", "missing"]),
+        (
+            {
+                "model": "m",
+                "method": {"lora": {"init": "pissa", "target_modules": ["q_proj", "embed_tokens"]}},
+            },
+            ["method", "lora.init 'pissa'", "['embed_tokens']", "modules_to_save"],
+        ),
+        (  # a dotted target is matched by its last name, as PEFT matches a suffix
+            {"model": "m", "lora_target": "q_proj,transformer.wte", "pissa_init": True},
+            ["['transformer.wte']", "target_modules"],
+        ),
     ],
 )
 def test_bad_values_name_the_key(data: dict[str, Any], needles: list[str]) -> None:
     message = _err(data)
     for needle in needles:
         assert needle in message, message
+
+
+def test_pissa_takes_embeddings_only_as_modules_to_save() -> None:
+    # Trained in full beside the adapter: nothing to convert, so allowed.
+    lora = {"init": "pissa", "target_modules": ["q_proj"], "modules_to_save": ["embed_tokens"]}
+    recipe = parse_recipe({"model": "m", "method": {"lora": lora}})
+    assert recipe.method.lora.modules_to_save == ["embed_tokens"]
+    # Other inits adapt embeddings as PEFT does; PiSSA on linear layers only is fine.
+    parse_recipe({"model": "m", "method": {"lora": {"target_modules": ["embed_tokens"]}}})
+    parse_recipe({"model": "m", "method": {"lora": {"init": "pissa"}}})  # all-linear
 
 
 def test_llamafactory_flat_keys_mean_the_same_as_sections() -> None:
