@@ -125,20 +125,16 @@ def _grid(kind: str, gpu: bool) -> list[Point]:
 
 
 def _setup(point: Point) -> Setup:
-    return Setup(
-        method=point.method,
-        precision=point.precision,
-        optimizer="adamw",
-        zero_stage=point.zero_stage,
-        fsdp=None,
-        offload_optimizer="none",
-        offload_params="none",
-        gradient_checkpointing=point.ckpt,
-        micro_batch_size=point.micro_batch,
+    from real_step import one_gpu_setup
+
+    return one_gpu_setup(
+        point.method,
+        zero=point.zero_stage,
+        ckpt=point.ckpt,
+        micro_batch=point.micro_batch,
         seq_len=point.seq_len,
-        global_batch_size=point.micro_batch,
         lora_rank=16,
-        lora_dropout=0.0,
+        precision=point.precision,
     )
 
 

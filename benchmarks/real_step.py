@@ -397,20 +397,33 @@ def measurement_dict(m: StepMeasurement) -> dict[str, Any]:
     return out
 
 
-def _cli_setup(args: Any, method: Method, zero: int) -> Setup:
+def one_gpu_setup(
+    method: Method,
+    *,
+    zero: int,
+    ckpt: bool,
+    micro_batch: int,
+    seq_len: int,
+    lora_rank: int,
+    precision: Precision | None = None,
+    lora_targets: str = "all-linear",
+) -> Setup:
+    """The Setup of a benchmark row: one GPU, torch AdamW, no offload, global batch = micro
+    batch, no LoRA dropout; pure bf16 without ZeRO, bf16-mixed under it (DeepSpeed's bf16)."""
     return Setup(
         method=method,
-        precision=args.precision or ("bf16-mixed" if zero else "bf16-pure"),
+        precision=precision or ("bf16-mixed" if zero else "bf16-pure"),
         optimizer="adamw",
         zero_stage=zero,
         fsdp=None,
         offload_optimizer="none",
         offload_params="none",
-        gradient_checkpointing=args.ckpt,
-        micro_batch_size=args.micro_batch,
-        seq_len=args.seq_len,
-        global_batch_size=args.micro_batch,
-        lora_rank=args.lora_rank,
+        gradient_checkpointing=ckpt,
+        micro_batch_size=micro_batch,
+        seq_len=seq_len,
+        global_batch_size=micro_batch,
+        lora_rank=lora_rank,
+        lora_targets=lora_targets,
         lora_dropout=0.0,
     )
 
@@ -451,7 +464,15 @@ def main(argv: list[str] | None = None) -> int:
             for zero in zeros:
                 result = real_training_step(
                     config,
-                    _cli_setup(args, method, zero),
+                    one_gpu_setup(
+                        method,
+                        zero=zero,
+                        ckpt=args.ckpt,
+                        micro_batch=args.micro_batch,
+                        seq_len=args.seq_len,
+                        lora_rank=args.lora_rank,
+                        precision=args.precision,
+                    ),
                     device=args.device,
                     learning_rate=args.lr,
                 )

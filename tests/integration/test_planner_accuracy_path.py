@@ -29,7 +29,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("bitsandbytes")
 
-from benchmarks.real_step import real_training_step  # noqa: E402
+from benchmarks.real_step import one_gpu_setup, real_training_step  # noqa: E402
 
 #: 3 layers, so that freeze (the last 2) leaves one decoder layer frozen.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -58,21 +58,14 @@ SEQ, MB, RANK, LR = 32, 2, 4, 1e-2  # a large lr: bf16 weights visibly move in 2
 
 
 def _setup(method: Method, zero: int = 0, ckpt: bool = False, targets: str = "all-linear") -> Setup:
-    return Setup(
-        method=method,
-        precision="bf16-mixed" if zero else "bf16-pure",
-        optimizer="adamw",
-        zero_stage=zero,
-        fsdp=None,
-        offload_optimizer="none",
-        offload_params="none",
-        gradient_checkpointing=ckpt,
-        micro_batch_size=MB,
+    return one_gpu_setup(
+        method,
+        zero=zero,
+        ckpt=ckpt,
+        micro_batch=MB,
         seq_len=SEQ,
-        global_batch_size=MB,
         lora_rank=RANK,
         lora_targets=targets,
-        lora_dropout=0.0,
     )
 
 
