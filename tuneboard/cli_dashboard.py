@@ -5,6 +5,7 @@ Importing this module is light: textual is imported only when the dashboard star
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,7 +22,6 @@ from tuneboard.cli_ssh import (
 )
 
 if TYPE_CHECKING:
-    from launcher.cluster import Node
     from launcher.transport import ConnectOptions
     from tuneboard.dash.config import StopJob
     from tuneboard.sources.base import Source
@@ -228,9 +228,9 @@ def dashboard(
         labels.append(f"replay ×{speed:g}" if speed != 1 else "replay")
     else:
         job_dir = None if job is None else _resolve_job(job)
-        nodes = ssh.nodes(job_dir)
-        if nodes is not None:
-            sources.extend(ssh.sources(nodes))
+        agents = ssh.sources(job_dir)
+        if agents is not None:
+            sources.extend(agents)
             labels.append("SSH agents")  # the top bar adds the node and GPU counts
         elif fake_gpus is not None:
             from tuneboard.sources.gpu_sources import FakeClusterSource
@@ -259,70 +259,56 @@ def dashboard(
     DashboardApp(config).run(mouse=not no_mouse)
 
 
+@dataclass(frozen=True)
 class _SshChoice:
-    """Which nodes the dashboard samples over SSH, and how; None: this machine only."""
+    """Which nodes the dashboard samples over SSH, and how."""
 
-    def __init__(
-        self,
-        *,
-        hosts: list[str],
-        hostfile: Path | None,
-        python: str | None,
-        job_dir: str | None,
-        options: ConnectOptions | None,
-        fake_gpus: int | None,
-        interval_s: float,
-    ) -> None:
-        self.hosts = hosts
-        self.hostfile = hostfile
-        self.python = python
-        self.job_dir = job_dir
-        self.options = options
-        self.fake_gpus = fake_gpus
-        self.interval_s = interval_s
-        self._job_options: ConnectOptions | None = None
-        self._job_python: str | None = None
+    hosts: list[str]
+    hostfile: Path | None
+    python: str | None
+    job_dir: str | None
+    #: From the SSH flags; None when none was given (a launched job's own, else ssh's).
+    options: ConnectOptions | None
+    fake_gpus: int | None
+    interval_s: float
 
-    def nodes(self, job_dir: Path | None) -> tuple[Node, ...] | None:
-        """--hosts / --hostfile; else a launched job's nodes when any is remote."""
+    def sources(self, job_dir: Path | None) -> list[Source] | None:
+        """An agent source per node of --hosts / --hostfile, else of a launched job with a
+        remote node; None: this machine only."""
         from launcher.cluster import Cluster
         from launcher.errors import LauncherInputError
         from planner.errors import PlannerInputError
-
-        try:
-            if self.hosts:
-                return Cluster.from_hosts(self.hosts, "--hosts").nodes
-            if self.hostfile is not None:
-                return Cluster.from_hostfile(self.hostfile).nodes
-        except LauncherInputError as exc:
-            raise PlannerInputError(str(exc)) from None
-        if job_dir is None or not (job_dir / "state.json").is_file():
-            return None
-        from launcher.jobs import JobDir
-        from launcher.supervisor import connect_options, nodes_of
-
-        try:
-            state = JobDir(job_dir).read_state()
-        except LauncherInputError as exc:
-            raise PlannerInputError(str(exc)) from None
-        nodes = nodes_of(state)
-        if all(node.local for node in nodes):
-            return None
-        self._job_options = connect_options(state)
-        self._job_python = state.python
-        return nodes
-
-    def sources(self, nodes: tuple[Node, ...]) -> list[Source]:
         from tuneboard.sources.ssh_agent import AgentCommand, ssh_agent_sources
 
+        options, python = self.options, self.python
+        try:
+            if self.hosts:
+                nodes = Cluster.from_hosts(self.hosts, "--hosts").nodes
+            elif self.hostfile is not None:
+                nodes = Cluster.from_hostfile(self.hostfile).nodes
+            elif job_dir is not None and (job_dir / "state.json").is_file():
+                from launcher.jobs import JobDir
+                from launcher.supervisor import connect_options as job_options
+                from launcher.supervisor import nodes_of
+
+                state = JobDir(job_dir).read_state()
+                nodes = nodes_of(state)
+                if all(node.local for node in nodes):
+                    return None
+                options = options or job_options(state)
+                python = python or state.python
+            else:
+                return None
+        except LauncherInputError as exc:
+            raise PlannerInputError(str(exc)) from None
+        options = options or connect_options(None, None, None, False)
+        check_ssh_files(options)
         command = AgentCommand(
-            python=self.python or self._job_python or "python3",
+            python=python or "python3",
             interval_s=self.interval_s,
             job_dir=self.job_dir,
             fake_gpus=self.fake_gpus,
         )
-        options = self.options or self._job_options or connect_options(None, None, None, False)
-        check_ssh_files(options)
         return list(ssh_agent_sources(nodes, options, command))
 
 

@@ -40,7 +40,7 @@ def _exit(code: int, stderr: str = "") -> Callable[[], CommandResult]:
 
 
 def _read(transport: StandIn, silence_s: float = 5.0) -> tuple[list[str], Exception | None]:
-    lines = RemoteLines(transport, ["python3"], lambda: None, silence_s=silence_s)  # type: ignore[arg-type]
+    lines = RemoteLines(transport, ["python3"], silence_s=silence_s)  # type: ignore[arg-type]
     got: list[str] = []
     try:
         for line in lines:

@@ -75,17 +75,9 @@ class RemoteLines:
     connection, no line for `silence_s`) raises SourceError after the lines that did arrive.
     """
 
-    def __init__(
-        self,
-        transport: Transport,
-        argv: Sequence[str],
-        on_close: Callable[[], None],
-        *,
-        silence_s: float = 60.0,
-    ):
+    def __init__(self, transport: Transport, argv: Sequence[str], *, silence_s: float = 60.0):
         self._queue: queue.SimpleQueue[str | _End] = queue.SimpleQueue()
         self._silence_s = silence_s
-        self._on_close = on_close
         self._argv = list(argv)
         self._transport = transport
         self._thread = threading.Thread(
@@ -130,10 +122,6 @@ class RemoteLines:
                 return
             yield item
 
-    def close(self) -> None:
-        """Stop the remote agent (by closing the connection it writes to)."""
-        self._on_close()
-
 
 class SshAgentConnect:
     """`connect` for AgentStreamSource: reuse or reopen the node's connection, start the agent."""
@@ -172,7 +160,7 @@ class SshAgentConnect:
                     raise SourceError("closed")
                 self._transport = transport
         argv = self.command.argv(self.node.name)
-        return RemoteLines(transport, argv, self.close, silence_s=self.command.silence_s)
+        return RemoteLines(transport, argv, silence_s=self.command.silence_s)
 
     def close(self) -> None:
         with self._lock:
