@@ -65,10 +65,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from launcher import proc  # noqa: E402
-from launcher.fanout import NodePool  # noqa: E402
-from launcher.launch import LaunchRequest, check, connect, prepare  # noqa: E402
-from launcher.transport import CommandResult, Transport  # noqa: E402
+from launcher.job import node_process as proc  # noqa: E402
+from launcher.job.launch import LaunchRequest, check, connect, prepare  # noqa: E402
+from launcher.transport.base import CommandResult, Transport  # noqa: E402
+from launcher.transport.fanout import NodePool  # noqa: E402
 from tests.integration.sshd import SshdCluster, skip_reason, start_cluster  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

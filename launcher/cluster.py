@@ -9,7 +9,7 @@ A hostfile has one node per line, as DeepSpeed and its launcher read it:
 
 A host is `[user@]host[:port]` (IPv6 in brackets: `[fe80::1]:22`). `host` may be an
 alias from ~/.ssh/config; HostName, User, Port and IdentityFile are applied when the
-transport connects (launcher/ssh_config.py). A user or port written here wins over
+transport connects (launcher/transport/ssh_config.py). A user or port written here wins over
 the config, as on the ssh command line. `slots` is the number of GPUs (processes) on
 the node; without it, the recipe or the detected GPUs decide.
 """

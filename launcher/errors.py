@@ -2,7 +2,7 @@
 
 Messages name the node, the value at fault and what to do about it. They never
 contain an environment value: secrets travel in the environment (see
-launcher/shell.py), so an error that printed one would leak it.
+launcher/transport/remote_shell.py), so an error that printed one would leak it.
 """
 
 from __future__ import annotations

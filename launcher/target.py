@@ -27,7 +27,7 @@ from launcher.errors import LauncherInputError
 from recipes.schema import ClusterSection, NodeSection, Recipe
 
 #: Taken from the launcher's environment when set, sent to every node through the
-#: transport's environment mechanism (launcher/shell.py), shown by name only.
+#: transport's environment mechanism (launcher/transport/remote_shell.py), shown by name only.
 SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
 #: Any variable whose name looks like this is shown by name only, wherever it comes from.
 _SECRETISH = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE", re.I)

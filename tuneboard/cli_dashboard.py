@@ -22,7 +22,7 @@ from tuneboard.cli_ssh import (
 )
 
 if TYPE_CHECKING:
-    from launcher.transport import ConnectOptions
+    from launcher.transport.base import ConnectOptions
     from tuneboard.dash.config import StopJob
     from tuneboard.sources.base import Source
 
@@ -86,7 +86,7 @@ def _resolve_job(job: str) -> Path:
         return path
     try:
         from launcher.errors import LauncherInputError
-        from launcher.jobs import find_job
+        from launcher.job.store import find_job
     except ImportError:  # the launcher's job layer is not installed
         raise PlannerInputError(f"job directory {job!r} does not exist") from None
     try:
@@ -112,8 +112,8 @@ def _launcher_stop(path: Path) -> StopJob | None:
         return None
 
     def stop() -> str:
-        from launcher.control import stop_job
-        from launcher.jobs import JobDir
+        from launcher.job.control import stop_job
+        from launcher.job.store import JobDir
 
         outcome = stop_job(JobDir(path))
         return f"job {outcome.state.id}: {outcome.state.status} ({outcome.how})"
@@ -287,9 +287,9 @@ class _SshChoice:
             elif self.hostfile is not None:
                 nodes = Cluster.from_hostfile(self.hostfile).nodes
             elif job_dir is not None and (job_dir / "state.json").is_file():
-                from launcher.jobs import JobDir
-                from launcher.supervisor import connect_options as job_options
-                from launcher.supervisor import nodes_of
+                from launcher.job.reconnect import connect_options as job_options
+                from launcher.job.reconnect import nodes_of
+                from launcher.job.store import JobDir
 
                 state = JobDir(job_dir).read_state()
                 nodes = nodes_of(state)

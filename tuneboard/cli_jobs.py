@@ -1,6 +1,6 @@
 """`tuneboard jobs / status / logs / stop / resume`: jobs from their directories.
 
-Everything reads `$XDG_STATE_HOME/tuneboard/jobs/<id>/` (launcher/jobs.py), which the job's
+Everything reads `$XDG_STATE_HOME/tuneboard/jobs/<id>/` (launcher/job/store.py), which the job's
 supervisor keeps current; `stop` signals that supervisor, or stops the job on its nodes
 directly when the supervisor is gone. A job is named by its id, a unique prefix of it,
 or `latest`.
@@ -17,9 +17,9 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from launcher.control import live_status, resume_request, stop_job
 from launcher.errors import LauncherError, LauncherInputError
-from launcher.jobs import JobDir, JobState, find_job, list_job_dirs, supervisor_alive
+from launcher.job.control import live_status, resume_request, stop_job
+from launcher.job.store import JobDir, JobState, find_job, list_job_dirs, supervisor_alive
 from tuneboard.cli_launch import EXIT_FAILED, EXIT_INPUT, run_launch
 from tuneboard.output import console, emit, error_console
 from tuneboard.render_launch import job_summary, render_jobs, render_status

@@ -16,8 +16,7 @@ import typer
 from rich.text import Text
 
 from launcher.errors import LauncherError, LauncherInputError
-from launcher.jobs import JobDir, JobState, JobStatus
-from launcher.launch import (
+from launcher.job.launch import (
     LaunchRequest,
     check,
     connect,
@@ -29,6 +28,7 @@ from launcher.launch import (
     spawn_supervisor,
     sync_files,
 )
+from launcher.job.store import JobDir, JobState, JobStatus
 from tuneboard.cli_ssh import (
     Hostfile,
     Identity,

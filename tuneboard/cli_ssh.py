@@ -1,6 +1,6 @@
 """The SSH options `tuneboard launch` and `tuneboard dashboard` share, and what they make.
 
-Light to import: typer and launcher.transport (no paramiko until a node is reached).
+Light to import: typer and launcher.transport.base (no paramiko until a node is reached).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from launcher.transport import ConnectOptions
+from launcher.transport.base import ConnectOptions
 
 Hostfile = Annotated[
     Path | None,
@@ -51,7 +51,7 @@ def check_ssh_files(options: ConnectOptions) -> None:
     """One clear line, before anything connects, for SSH files that cannot work: a missing
     identity file, a known_hosts that is not a file, an ssh config that does not parse."""
     from launcher.errors import LauncherInputError
-    from launcher.ssh_config import load_ssh_config
+    from launcher.transport.ssh_config import load_ssh_config
     from planner.errors import PlannerInputError
 
     for key in options.identity_files:

@@ -12,12 +12,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from launcher.fit import FitReport
-from launcher.joblog import rank_label
-from launcher.jobs import JobState, Progress
-from launcher.preflight import CHECKS, Check, PreflightReport
-from launcher.sync import SyncResult
-from launcher.torchrun import CommandPreview
+from launcher.job.log_mirror import rank_label
+from launcher.job.store import JobState, Progress
+from launcher.job.sync import SyncResult
+from launcher.job.torchrun import CommandPreview
+from launcher.preflight.checks import CHECKS, Check, PreflightReport
+from launcher.preflight.fit import FitReport
 
 GIB = 1024**3
 _MARKS = {

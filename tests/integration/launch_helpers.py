@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from launcher.jobs import jobs_root, list_job_dirs
-from launcher.transport import ConnectOptions
+from launcher.job.store import jobs_root, list_job_dirs
+from launcher.transport.base import ConnectOptions
 from recipes.tinydata import write as write_tiny_data
 from tests.conftest import ROOT
 from tests.integration.sshd import SshdCluster

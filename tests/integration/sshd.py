@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.transport import ConnectOptions
+from launcher.transport.base import ConnectOptions
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 READY_TIMEOUT_S = 10.0

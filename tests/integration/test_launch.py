@@ -23,11 +23,10 @@ from typing import Any
 
 import pytest
 
-from launcher import proc
 from launcher.cluster import Cluster
-from launcher.control import stop_job
-from launcher.jobs import JobDir, Progress, list_job_dirs
-from launcher.launch import (
+from launcher.job import node_process as proc
+from launcher.job.control import stop_job
+from launcher.job.launch import (
     LaunchRequest,
     check,
     connect,
@@ -38,8 +37,10 @@ from launcher.launch import (
     run_foreground,
     sync_files,
 )
-from launcher.preflight import LISTEN_TIMEOUT_S, run_preflight
-from launcher.transport import CommandResult, Transport, open_transport
+from launcher.job.store import JobDir, Progress, list_job_dirs
+from launcher.preflight.checks import LISTEN_TIMEOUT_S, run_preflight
+from launcher.transport.base import CommandResult, Transport
+from launcher.transport.connect import open_transport
 from tests.integration.launch_helpers import (
     DIST_PROGRAM,
     SECRET,

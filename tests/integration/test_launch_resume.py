@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.jobs import list_job_dirs
+from launcher.job.store import list_job_dirs
 from tests.integration.launch_helpers import (
     job_pids,
     rank_pid,

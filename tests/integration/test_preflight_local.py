@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from launcher.launch import Checked, LaunchRequest, check, connect, prepare
-from launcher.preflight import Check, NodeReport
+from launcher.job.launch import Checked, LaunchRequest, check, connect, prepare
+from launcher.preflight.checks import Check, NodeReport
 
 pytestmark = pytest.mark.integration
 

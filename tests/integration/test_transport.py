@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from launcher import proc
 from launcher.cluster import Cluster, Node
 from launcher.errors import (
     AuthError,
@@ -29,11 +28,13 @@ from launcher.errors import (
     HostKeyUnknownError,
     LauncherInputError,
 )
-from launcher.fanout import NodePool
-from launcher.local_transport import LocalTransport
-from launcher.logtail import LogFollower, follow
-from launcher.ssh_transport import SshTransport
-from launcher.transport import ConnectOptions, Transport, open_transport
+from launcher.job import node_process as proc
+from launcher.job.log_follower import LogFollower, follow
+from launcher.transport.base import ConnectOptions, Transport
+from launcher.transport.connect import open_transport
+from launcher.transport.fanout import NodePool
+from launcher.transport.local import LocalTransport
+from launcher.transport.ssh import SshTransport
 from tests.integration.conftest import pids_with_env
 from tests.integration.sshd import SshdCluster, SshdNode, descendants
 

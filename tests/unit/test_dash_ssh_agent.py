@@ -12,7 +12,7 @@ import pytest
 
 from launcher.cluster import Node
 from launcher.errors import TransportError
-from launcher.transport import CommandResult
+from launcher.transport.base import CommandResult
 from tuneboard.sources.base import SourceError
 from tuneboard.sources.ssh_agent import AgentCommand, RemoteLines
 

@@ -146,7 +146,7 @@ def test_unknown_phase_is_kept_raw_and_hub_model_not_fetched(tmp_path: Path) -> 
 
 
 def test_launcher_job_dir_state_recipe_and_per_node_logs(tmp_path: Path) -> None:
-    """The launcher's layout (launcher/jobs.py): state.json, the recipe under its own name,
+    """The launcher's layout (launcher/job/store.py): state.json, the recipe under its own name,
     job.log (all nodes merged) and logs/<node>.log, metrics.jsonl mirrored."""
     (tmp_path / "logs").mkdir()
     (tmp_path / "sft.yaml").write_text("model:\n  name: llama-2-7b\n")

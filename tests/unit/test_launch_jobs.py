@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from launcher import node_probe
 from launcher.errors import LauncherInputError
-from launcher.jobs import (
+from launcher.job.store import (
     JobDir,
     JobState,
     LaunchRecord,
@@ -32,7 +31,8 @@ from launcher.jobs import (
     process_start,
     supervisor_alive,
 )
-from launcher.rendezvous_check import Arrivals, listen_outcome
+from launcher.preflight.checks import node_probe
+from launcher.preflight.rendezvous import Arrivals, listen_outcome
 from tests.conftest import ROOT
 from tests.launch_app import app
 
@@ -235,7 +235,7 @@ def test_probe_facts_of_this_machine(tmp_path: Path) -> None:
         {
             "workdir": str(tmp_path),
             "packages": ["pydantic", "no-such-dist"],
-            "modules": ["launcher.node_probe", "no_such_module"],
+            "modules": ["launcher.preflight.node_probe", "no_such_module"],
             "paths": ["data.jsonl", "missing.jsonl"],
             "output_dir": "out",
             "master_addr": "127.0.0.1",
@@ -246,7 +246,7 @@ def test_probe_facts_of_this_machine(tmp_path: Path) -> None:
     )
     assert facts["python"] == sys.executable
     assert facts["packages"]["pydantic"] and facts["packages"]["no-such-dist"] is None
-    assert facts["modules"] == {"launcher.node_probe": True, "no_such_module": False}
+    assert facts["modules"] == {"launcher.preflight.node_probe": True, "no_such_module": False}
     assert facts["paths"] == {"data.jsonl": True, "missing.jsonl": False}
     assert facts["latest_checkpoint"] == 20
     assert facts["iface"] == "lo" and facts["disk_free_bytes"] > 0
@@ -348,7 +348,7 @@ def test_launcher_and_its_commands_import_without_the_training_stack() -> None:
         "import sys, tuneboard.cli_launch, tuneboard.cli_jobs, tests.launch_app\n"
         "commands = set(sys.modules)\n"
         "import pkgutil, importlib, launcher\n"
-        "for m in pkgutil.iter_modules(launcher.__path__, 'launcher.'):\n"
+        "for m in pkgutil.walk_packages(launcher.__path__, 'launcher.'):\n"
         "    importlib.import_module(m.name)\n"
         "print(' '.join(sorted(commands)), '|', ' '.join(sorted(sys.modules)))"
     )
@@ -356,6 +356,6 @@ def test_launcher_and_its_commands_import_without_the_training_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     ).stdout
     commands, everything = (part.split() for part in out.split("|"))
-    assert "launcher.supervise" in commands and "paramiko" not in commands  # SSH when used
+    assert "launcher.job.supervisor" in commands and "paramiko" not in commands  # SSH when used
     heavy = [m for m in ("torch", "transformers", "textual", "peft", "trl") if m in everything]
     assert heavy == []

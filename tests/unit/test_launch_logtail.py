@@ -1,8 +1,8 @@
-"""Following a node's log by offset (launcher/logtail.py) across polls and reconnects:
+"""Following a node's log by offset (launcher/job/log_follower.py) across polls and reconnects:
 every line arrives exactly once and whole, also when it was half written at a read.
 
 The node is this machine through the real LocalTransport; a reconnect is what the
-watcher does (launcher/watch.py): a new follower on a new transport, from the old one's
+watcher does (launcher/job/node_watch.py): a new follower on a new transport, from the old one's
 offset. A lost connection is a wrapper whose next call raises TransportError.
 """
 
@@ -16,13 +16,21 @@ from typing import Any
 
 import pytest
 
-from launcher import watch
 from launcher.cluster import Node
 from launcher.errors import TransportError
-from launcher.local_transport import LocalTransport
-from launcher.logtail import LogFollower
-from launcher.transport import CommandResult, CompareMode
-from launcher.watch import Event, Exited, LogLines, NodeWatcher, Reachable, Unreachable, WatchTarget
+from launcher.job import node_watch as watch
+from launcher.job.log_follower import LogFollower
+from launcher.job.node_watch import (
+    Event,
+    Exited,
+    LogLines,
+    NodeWatcher,
+    Reachable,
+    Unreachable,
+    WatchTarget,
+)
+from launcher.transport.base import CommandResult, CompareMode
+from launcher.transport.local import LocalTransport
 
 
 class Cuttable:

@@ -12,11 +12,11 @@ import pytest
 
 from launcher.cluster import Node
 from launcher.errors import LauncherInputError
-from launcher.fit import check_fit, model_spec, setup_for
-from launcher.rootcause import Candidate, choose, is_consequence, parse_failures
-from launcher.sync import plan_files
+from launcher.job.root_cause import Candidate, choose, is_consequence, parse_failures
+from launcher.job.sync import plan_files
+from launcher.job.torchrun import JobPlan, NodeJob, argv, environment, preview, split_rank
+from launcher.preflight.fit import check_fit, model_spec, setup_for
 from launcher.target import resolve_target, secrets_from
-from launcher.torchrun import JobPlan, NodeJob, argv, environment, preview, split_rank
 from planner.models import resolve_model
 from recipes.schema import Recipe, parse_recipe
 

@@ -11,10 +11,10 @@ import pytest
 
 from launcher.cluster import Cluster, Node, parse_host, parse_hostfile
 from launcher.errors import LauncherInputError
-from launcher.lines import LineBuffer
-from launcher.proc import check_marker
-from launcher.shell import env_line, join_argv, remote_command
-from launcher.ssh_config import resolve_target
+from launcher.job.node_process import check_marker
+from launcher.transport.line_buffer import LineBuffer
+from launcher.transport.remote_shell import env_line, join_argv, remote_command
+from launcher.transport.ssh_config import resolve_target
 
 # -- hostfiles ------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import paramiko
 import pytest
 
 from launcher.errors import HostKeyUnknownError
-from launcher.hostkeys import StrictHostKeyPolicy, fingerprint_sha256, record_host_key
+from launcher.transport.host_keys import StrictHostKeyPolicy, fingerprint_sha256, record_host_key
 
 
 @pytest.fixture(scope="module")

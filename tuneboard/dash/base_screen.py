@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -93,11 +93,9 @@ class DashScreen(Screen[None]):
 
     @property
     def dash(self) -> DashboardApp:
-        from tuneboard.dash.app import DashboardApp
-
-        app = self.app
-        assert isinstance(app, DashboardApp)
-        return app
+        # A cast, not an isinstance: importing the app here would close an import cycle
+        # (the app imports every screen); every DashScreen is pushed by DashboardApp.
+        return cast("DashboardApp", self.app)
 
     def update_view(self, state: DashState, alerts: list[Alert], now: float) -> None:
         """Redraw from the state; called by the app on its thread while this screen shows."""

@@ -1,4 +1,4 @@
-"""The launcher's `state.json` (launcher/jobs.py), read loosely for the dashboard.
+"""The launcher's `state.json` (launcher/job/store.py), read loosely for the dashboard.
 
 Only a few keys are used (status, name, nodes[].nproc, root_cause, message, recipe_file),
 read as plain JSON, so the dashboard keeps working whatever else the schema grows.

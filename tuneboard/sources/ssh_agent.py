@@ -1,7 +1,7 @@
 """`tuneboard agent` on every node, over the launcher's SSH transport.
 
 One `AgentStreamSource` per node (tuneboard/sources/agent_stream.py); its `connect` is an
-`SshAgentConnect`: it keeps one SSH connection to the node (launcher/ssh_transport.py:
+`SshAgentConnect`: it keeps one SSH connection to the node (launcher/transport/ssh.py:
 known_hosts checked, ~/.ssh/config applied, keepalive), reconnects when that connection
 is gone, and starts `PYTHON -m tuneboard agent --node NAME ...` on it. The agent's stdout
 arrives line by line (`Transport.run(on_line=...)`, read in a thread of its own), and the
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from launcher.cluster import Node
 from launcher.errors import LauncherError
-from launcher.transport import ConnectOptions, Transport, open_transport
+from launcher.transport.base import ConnectOptions, Transport
+from launcher.transport.connect import open_transport
 from tuneboard.sources.agent_stream import AgentStreamSource
 from tuneboard.sources.base import SourceError
 

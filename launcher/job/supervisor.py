@@ -1,18 +1,18 @@
 """The job's supervisor: start torchrun on every node, watch, stop everything on the first failure.
 
 It runs in the `tuneboard launch` process (foreground) or in a small process of its own on
-the launching machine (`--detach`: launcher/supervisor.py); the code is the same. It is the
+the launching machine (`--detach`: launcher/job/detached.py); the code is the same. It is the
 only writer of the job's state.json, logs and metrics mirror.
 
-- start: one detached torchrun per node, all at once (launcher/proc.py: own process group,
-  pid file, exit file, the job's marker in every process's environment). A node that
-  cannot start fails the job before any training runs, and the others are stopped.
-- watch: a NodeWatcher thread per node (launcher/watch.py) sends log lines, rank 0's
+- start: one detached torchrun per node, all at once (launcher/job/node_process.py: own
+  process group, pid file, exit file, the job's marker in every process's environment). A
+  node that cannot start fails the job before any training runs, and the others are stopped.
+- watch: a NodeWatcher thread per node (launcher/job/node_watch.py) sends log lines, rank 0's
   metrics, exits and reachability to one queue; the main loop writes them out.
 - the first failure anywhere (a torchrun exits non-zero, its processes vanish, a node is
   unreachable past `node_timeout_s`) stops the job on every node: TERM to each process
   group, `grace_s`, then KILL of whatever still carries the job's marker. The root cause
-  (launcher/rootcause.py) goes into state.json with the last lines of the failed rank.
+  (launcher/job/root_cause.py) goes into state.json with the last lines of the failed rank.
 - a stop request (Ctrl-C, SIGTERM from `tuneboard stop`, SIGHUP) does the same stop and
   ends as "stopped". Only this job's marker is ever signalled.
 """
@@ -31,22 +31,11 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import ClassVar, Protocol
 
-from launcher import proc
 from launcher.cluster import Node
 from launcher.errors import LauncherError
-from launcher.fanout import on_nodes
-from launcher.joblog import JobLog
-from launcher.jobs import JobDir, JobState, Progress, RootCause, process_start
-from launcher.rootcause import (
-    Candidate,
-    choose,
-    describe_exit,
-    parse_failures,
-    reports_failure,
-)
-from launcher.torchrun import JobPlan, NodeJob, argv, environment, node_marker
-from launcher.transport import Transport
-from launcher.watch import (
+from launcher.job import node_process as proc
+from launcher.job.log_mirror import JobLog
+from launcher.job.node_watch import (
     Event,
     Exited,
     LogLines,
@@ -56,6 +45,17 @@ from launcher.watch import (
     Unreachable,
     WatchTarget,
 )
+from launcher.job.root_cause import (
+    Candidate,
+    choose,
+    describe_exit,
+    parse_failures,
+    reports_failure,
+)
+from launcher.job.store import JobDir, JobState, Progress, RootCause, process_start
+from launcher.job.torchrun import JobPlan, NodeJob, argv, environment, node_marker
+from launcher.transport.base import Transport
+from launcher.transport.fanout import on_nodes
 
 LAST_LINES = 20
 #: How long the end of a job waits for the watchers' last reads, all together.

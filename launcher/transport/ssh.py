@@ -1,7 +1,7 @@
 """A node over SSH: one paramiko connection per node, reused for every command and file.
 
-Connect: ~/.ssh/config applied (launcher/ssh_config.py), host key checked strictly
-(launcher/hostkeys.py), key files and the agent offered, keepalive on. Commands run
+Connect: ~/.ssh/config applied (launcher/transport/ssh_config.py), host key checked strictly
+(launcher/transport/host_keys.py), key files and the agent offered, keepalive on. Commands run
 on their own channels of that connection, at most `max_sessions` at once (sshd's
 MaxSessions defaults to 10); files go over one SFTP session, serialised by a lock.
 """
@@ -33,17 +33,7 @@ from launcher.errors import (
     LauncherInputError,
     TransportError,
 )
-from launcher.hostkeys import StrictHostKeyPolicy, describe_key, load_known_hosts
-from launcher.lines import LineBuffer
-from launcher.shell import (
-    EXIT_TIMEOUT,
-    check_argv,
-    describe,
-    env_line,
-    remote_command,
-)
-from launcher.ssh_config import SshTarget, load_ssh_config, resolve_target
-from launcher.transport import (
+from launcher.transport.base import (
     DEFAULT_TIMEOUT_S,
     CommandResult,
     CompareMode,
@@ -52,6 +42,16 @@ from launcher.transport import (
     keep_tail,
     node_path,
 )
+from launcher.transport.host_keys import StrictHostKeyPolicy, describe_key, load_known_hosts
+from launcher.transport.line_buffer import LineBuffer
+from launcher.transport.remote_shell import (
+    EXIT_TIMEOUT,
+    check_argv,
+    describe,
+    env_line,
+    remote_command,
+)
+from launcher.transport.ssh_config import SshTarget, load_ssh_config, resolve_target
 
 # paramiko logs every failed connection attempt at ERROR; with no handler configured Python
 # prints those to stderr. The transport reports each failure itself, once, as one line.

@@ -1,10 +1,10 @@
 """Preflight's rendezvous check: the master's listener, stopped early and judged.
 
-Its one job: the master's probe (launcher/node_probe.py, `"listen"` in its JSON) binds the
+Its one job: the master's probe (launcher/preflight/node_probe.py, `"listen"` in its JSON) binds the
 master address and port exactly as torchrun will and accepts every node's connection;
 this module tells that listener to stop waiting once the last other node's probe has
 ended without connecting (`Arrivals`), and turns what the listener answered into a verdict
-on the address and port (`listen_outcome`). launcher/preflight.py runs the probes and makes
+on the address and port (`listen_outcome`). launcher/preflight/checks.py runs the probes and makes
 the "port" and "master" checks of the table from the verdict.
 """
 

@@ -6,7 +6,7 @@ Why this shape (see ../shared/notes/measured-facts.md, "SSH and torchrun"):
   its next write; SIGHUP with a pty). So a job is started detached: `setsid -f` (own
   session and process group), stdin from /dev/null, stdout and stderr appended to a log
   file on the node, its pid written to a pid file. The log is read back by offset
-  (launcher/logtail.py), never through a channel the job depends on.
+  (launcher/job/log_follower.py), never through a channel the job depends on.
 - torch ≥ 2.13's torchrun starts its workers in a NEW session: they are not in
   torchrun's process group, and KILLing torchrun orphans them. So every process of a
   job carries an environment marker, `TUNEBOARD_JOB=<marker>` (inherited by anything
@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from launcher.errors import LauncherInputError, TransportError
-from launcher.transport import Transport, node_path
+from launcher.transport.base import Transport, node_path
 
 MARKER_VAR = "TUNEBOARD_JOB"
 _MARKER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -185,7 +185,7 @@ def start_detached(
     """Start argv detached on the node; returns once its pid file exists (~10 ms).
 
     `env` (secrets included) reaches the job through the channel's stdin, never a
-    command line or a file (launcher/shell.py). The job survives the connection.
+    command line or a file (launcher/transport/remote_shell.py). The job survives the connection.
     """
     check_marker(marker)
     if not argv:

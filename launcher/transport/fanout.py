@@ -16,7 +16,8 @@ from typing import Generic, TypeVar
 
 from launcher.cluster import Cluster, Node
 from launcher.errors import LauncherError
-from launcher.transport import ConnectOptions, Transport, open_transport
+from launcher.transport.base import ConnectOptions, Transport
+from launcher.transport.connect import open_transport
 
 T = TypeVar("T")
 U = TypeVar("U")

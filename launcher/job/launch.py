@@ -11,8 +11,8 @@
 Nothing is started on any node before every check passed and every file is in place, so
 bad input or a failed check never leaves a half-started job.
 
---detach: the supervisor (launcher/supervise.py) then runs as a small process of its own
-on this machine (`python -m launcher.supervisor JOBDIR`, its own session, so it outlives
+--detach: the supervisor (launcher/job/supervisor.py) then runs as a small process of its own
+on this machine (`python -m launcher.job.detached JOBDIR`, its own session, so it outlives
 the terminal), with the same fail-fast stop as a foreground launch; `tuneboard status`,
 `logs -f` and `stop` read and signal it through the job directory.
 """
@@ -31,19 +31,20 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import LauncherError, LauncherInputError
-from launcher.fanout import NodePool, NodeResult
-from launcher.fit import FitReport, check_fit, model_spec
-from launcher.jobs import JobDir, JobState, LaunchRecord, NodeState, new_job_id
-from launcher.preflight import Needs, PreflightReport, run_preflight
-from launcher.supervise import Sink, Supervisor, SupervisorOptions
-from launcher.sync import FilePlan, SyncResult, plan_files, sync
+from launcher.job.store import JobDir, JobState, LaunchRecord, NodeState, new_job_id
+from launcher.job.supervisor import Sink, Supervisor, SupervisorOptions
+from launcher.job.sync import FilePlan, SyncResult, plan_files, sync
+from launcher.job.torchrun import RECIPE_PROGRAM, CommandPreview, JobPlan, NodeJob, preview
+from launcher.preflight.checks import Needs, PreflightReport, run_preflight
+from launcher.preflight.fit import FitReport, check_fit, model_spec
 from launcher.target import Target, is_secret_name, resolve_target, secrets_from
-from launcher.torchrun import RECIPE_PROGRAM, CommandPreview, JobPlan, NodeJob, preview
-from launcher.transport import ConnectOptions, Transport, node_path, open_transport
+from launcher.transport.base import ConnectOptions, Transport, node_path
+from launcher.transport.connect import open_transport
+from launcher.transport.fanout import NodePool, NodeResult
 from planner.errors import PlannerInputError
 from recipes.schema import Recipe, RecipeError, load_recipe
 
-#: The supervisor notices a dead node within ~3 keepalives (launcher/ssh_transport.py),
+#: The supervisor notices a dead node within ~3 keepalives (launcher/transport/ssh.py),
 SUPERVISOR_KEEPALIVE_S = 5
 #: and a stuck one (its kernel answers, its sshd does not) when a read gets no answer.
 SUPERVISOR_SFTP_TIMEOUT_S = 10.0
@@ -349,7 +350,7 @@ def spawn_supervisor(job: JobDir, *, wait_s: float = 60.0) -> JobState:
     """Start the detached supervisor; return once it has started the job (or failed to)."""
     with job.supervisor_log.open("ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "launcher.supervisor", str(job.path)],
+            [sys.executable, "-m", "launcher.job.detached", str(job.path)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,8 +1,8 @@
 """One thread per node: follow its torchrun log (and rank 0's metrics), notice its exit.
 
-Each poll reads what was appended to the node's log by offset (launcher/logtail.py; no
+Each poll reads what was appended to the node's log by offset (launcher/job/log_follower.py; no
 remote tail process, nothing the job depends on), then the exit file the job's wrapper
-writes when torchrun ends (launcher/proc.py). Every few seconds it also looks for the
+writes when torchrun ends (launcher/job/node_process.py). Every few seconds it also looks for the
 job's processes by marker: processes gone without an exit file means the job was killed
 outside tuneboard. A node that stops answering is reported once, then reconnected each
 poll; the supervisor decides when "unreachable" has lasted too long.
@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from launcher import proc
 from launcher.cluster import Node
 from launcher.errors import LauncherError
-from launcher.logtail import LogFollower
-from launcher.transport import Transport
+from launcher.job import node_process as proc
+from launcher.job.log_follower import LogFollower
+from launcher.transport.base import Transport
 
 #: Seconds between two looks for the job's processes (the exit file is read every poll).
 PROCESS_CHECK_S = 5.0

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from launcher.errors import LauncherInputError
-from launcher.fanout import NodePool, NodeResult
 from launcher.target import Target, local_path
-from launcher.transport import Transport, node_path
+from launcher.transport.base import Transport, node_path
+from launcher.transport.fanout import NodePool, NodeResult
 from recipes.schema import Recipe
 
 

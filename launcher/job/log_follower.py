@@ -16,8 +16,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from launcher.lines import LineBuffer
-from launcher.transport import Transport
+from launcher.transport.base import Transport
+from launcher.transport.line_buffer import LineBuffer
 
 
 class LogFollower:

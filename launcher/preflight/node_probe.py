@@ -1,9 +1,9 @@
 """What preflight asks each node, run there by the node's own python (stdlib only).
 
-The launcher sends this file's source as `python -c SOURCE MODE JSON` (launcher/preflight.py),
-so it must stay self-contained: no imports from tuneboard, nothing outside the standard
-library (the node's python is the one tuneboard is installed in: ≥ 3.10). It prints one
-JSON object on stdout.
+The launcher sends this file's source as `python -c SOURCE MODE JSON`
+(launcher/preflight/checks.py), so it must stay self-contained: no imports from tuneboard,
+nothing outside the standard library (the node's python is the one tuneboard is installed
+in: ≥ 3.10). It prints one JSON object on stdout.
 
 Modes:
 - `facts`: python, installed package versions (from metadata: nothing heavy is imported),

@@ -24,9 +24,7 @@ from typing import IO
 
 from launcher.cluster import Node
 from launcher.errors import CommandTimeout, LauncherInputError, TransportError
-from launcher.lines import LineBuffer
-from launcher.shell import EXIT_BAD_CWD, check_argv, check_env, describe
-from launcher.transport import (
+from launcher.transport.base import (
     DEFAULT_TIMEOUT_S,
     CommandResult,
     CompareMode,
@@ -34,6 +32,8 @@ from launcher.transport import (
     keep_tail,
     node_path,
 )
+from launcher.transport.line_buffer import LineBuffer
+from launcher.transport.remote_shell import EXIT_BAD_CWD, check_argv, check_env, describe
 
 _KILL_AFTER_S = 2.0
 

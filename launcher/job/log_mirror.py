@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterable
 from typing import IO
 
-from launcher.jobs import JobDir, Progress
-from launcher.torchrun import split_rank
+from launcher.job.store import JobDir, Progress
+from launcher.job.torchrun import split_rank
 
 #: Lines kept per rank (and 10x that per node's torchrun) for the root cause.
 KEEP_LINES = 40

@@ -15,14 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher import proc
 from launcher.cluster import Cluster
 from launcher.errors import LauncherError
-from launcher.fanout import NodePool
-from launcher.jobs import JobDir, JobState, supervisor_alive
-from launcher.launch import LaunchRequest
-from launcher.supervisor import connect_options, nodes_of
-from launcher.torchrun import RECIPE_PROGRAM, node_marker
+from launcher.job import node_process as proc
+from launcher.job.launch import LaunchRequest
+from launcher.job.reconnect import connect_options, nodes_of
+from launcher.job.store import JobDir, JobState, supervisor_alive
+from launcher.job.torchrun import RECIPE_PROGRAM, node_marker
+from launcher.transport.fanout import NodePool
 
 
 @dataclass(frozen=True)

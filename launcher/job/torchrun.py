@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from launcher.cluster import Node
-from launcher.shell import join_argv
 from launcher.target import is_secret_name
-from launcher.transport import node_path
+from launcher.transport.base import node_path
+from launcher.transport.remote_shell import join_argv
 
 #: What every node runs after `python`, unless a test or a tool asks for another program.
 RECIPE_PROGRAM = ("-m", "recipes.run")

@@ -1,8 +1,8 @@
 """Preflight: every check on every node, in parallel, before anything starts.
 
-Two rounds, each on all nodes at once (launcher/fanout.py):
+Two rounds, each on all nodes at once (launcher/transport/fanout.py):
 1. connect (reachable and authenticated: the NodePool itself);
-2. the node probe (launcher/node_probe.py, run by the recipe's python): python found,
+2. the node probe (launcher/preflight/node_probe.py, run by the recipe's python): python found,
    packages installed and importable with their versions, GPUs, RAM, free disk, the
    paths the job needs, the interface that reaches the master, the latest checkpoint,
    and last a TCP connection to the master address and port. The master's own probe
@@ -10,7 +10,7 @@ Two rounds, each on all nodes at once (launcher/fanout.py):
    address the master does not have, fails here) and accepts every node's connection
    while it gathers its facts, so a wrong address or NIC fails in preflight, not in an
    NCCL hang. One SSH channel and one python per node, the master included. Stopping
-   that listener early and judging its answer: launcher/rendezvous_check.py.
+   that listener early and judging its answer: launcher/preflight/rendezvous.py.
 
 The result is data (frozen dataclasses); tuneboard/ renders it as a ✓/✗ table.
 """
@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
-from launcher import node_probe
 from launcher.cluster import Node
 from launcher.errors import (
     AuthError,
@@ -37,10 +36,11 @@ from launcher.errors import (
     HostKeyUnknownError,
     LauncherError,
 )
-from launcher.fanout import NodePool, NodeResult
-from launcher.rendezvous_check import Arrivals, Listen, listen_outcome
+from launcher.preflight import node_probe
+from launcher.preflight.rendezvous import Arrivals, Listen, listen_outcome
 from launcher.target import Target
-from launcher.transport import Transport
+from launcher.transport.base import Transport
+from launcher.transport.fanout import NodePool, NodeResult
 
 CheckStatus = Literal["ok", "warn", "fail", "skip"]
 #: Columns of the preflight table, in order.

@@ -1,8 +1,8 @@
 """One interface to a node: run a command, copy a file in, read a file out.
 
-`SshTransport` (launcher/ssh_transport.py) reaches a node over one paramiko connection;
-`LocalTransport` (launcher/local_transport.py) is the local machine when no cluster is
-given. Everything above this layer (detached jobs in launcher/proc.py, log tailing,
+`SshTransport` (launcher/transport/ssh.py) reaches a node over one paramiko connection;
+`LocalTransport` (launcher/transport/local.py) is the local machine when no cluster is
+given. Everything above this layer (detached jobs in launcher/job/node_process.py, log tailing,
 preflight, launch) is written against `Transport` only, so the local path and the SSH
 path run the same code.
 
@@ -20,9 +20,10 @@ from typing import Literal, Protocol
 
 from launcher.cluster import Node
 from launcher.errors import CommandError, LauncherInputError
-from launcher.shell import describe
+from launcher.transport.remote_shell import describe
 
-#: Default timeout of one command; long-running work is started detached (launcher/proc.py).
+#: Default timeout of one command; long-running work is started detached
+#: (launcher/job/node_process.py).
 DEFAULT_TIMEOUT_S = 120.0
 #: How `upload` decides a file is unchanged: rsync's quick check (size and mtime, to the
 #: second, since SFTP v3 carries whole seconds), or the SHA-256 of both copies.
@@ -105,7 +106,7 @@ class Transport(Protocol):
         """Run argv (never a shell string) and wait for it.
 
         `env` is added to the node's login environment without appearing on any
-        command line (see launcher/shell.py). `on_line` gets each stdout line as it
+        command line (see launcher/transport/remote_shell.py). `on_line` gets each stdout line as it
         arrives (without its newline); stdout and stderr are also returned whole, or
         only about their last `output_tail_bytes` each (a long-running stream read through
         `on_line` must not pile up in memory). Past `timeout_s` the command is stopped and
@@ -140,14 +141,3 @@ def node_path(path: str) -> str:
             f"{path!r}: write the path as ~/... or in full (~user is not read)"
         )
     return path
-
-
-def open_transport(node: Node, options: ConnectOptions | None = None) -> Transport:
-    """A connected transport to node: local for the local node, else SSH."""
-    if node.local:
-        from launcher.local_transport import LocalTransport
-
-        return LocalTransport(node)
-    from launcher.ssh_transport import SshTransport  # paramiko only when a node is remote
-
-    return SshTransport.connect(node, options or ConnectOptions())
