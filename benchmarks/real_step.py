@@ -14,7 +14,7 @@ ZeRO-0: `torch.optim.AdamW(foreach=False, fused=False)` steps the model (the pla
 the trace's "adamw"), no gradient clipping; `bf16-mixed` keeps fp32 weights and runs the
 forward under `torch.autocast(bfloat16)` (the HF Trainer's AMP). ZeRO 1-3: the same
 AdamW, wrapped by `deepspeed.initialize` in one process (world size 1; nccl on CUDA,
-gloo on CPU) with the recipes' own DeepSpeed config (`recipes.distributed_config`; the
+gloo on CPU) with the recipes' own DeepSpeed config (`recipes.train.distributed_config`; the
 Trainer's "auto" sizes filled from the hidden size as transformers does: reduce bucket
 h², prefetch 0.9·h², persistence threshold 10·h).
 
@@ -138,8 +138,8 @@ def _fingerprints(params: list[Any]) -> list[tuple[float, float]]:
 
 def _count(model: Any) -> tuple[int, int, list[Any]]:
     """(total, trainable, trainable parameters), each unique parameter once, ZeRO-3 aware
-    (recipes.modeling.count_parameters)."""
-    from recipes.modeling import count_parameters
+    (recipes.train.modeling.count_parameters)."""
+    from recipes.train.modeling import count_parameters
 
     trainable, total = count_parameters(model)
     return total, trainable, [p for p in model.parameters() if p.requires_grad]
@@ -298,7 +298,7 @@ def _run(
 ) -> dict[str, Any]:
     import torch
 
-    from recipes.runtime import RunContext
+    from recipes.train.runtime import RunContext
 
     zero = setup.zero_stage or 0
     recipe = bench_recipe(setup, config, model_dir)

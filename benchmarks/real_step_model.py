@@ -1,7 +1,7 @@
 """The model that benchmarks/real_step.py trains: built from its config, method applied.
 
 Its one job: a transformers model with random weights (no download) set up the way a
-recipe sets it up, through the recipes' own functions (recipes/modeling.py): `load_dtype`
+recipe sets it up, through the recipes' own functions (recipes/train/modeling.py): `load_dtype`
 picks the weights' dtype, `apply_freeze` freezes, `lora_config` makes the PEFT config, and
 for QLoRA the random model is saved to a folder and loaded back by the recipes' `load_model`
 (bitsandbytes 4-bit NF4 with double quantization, then `prepare_model_for_kbit_training`),
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from planner.setups import Setup
-    from recipes.runtime import RunContext
     from recipes.schema import Recipe
+    from recipes.train.runtime import RunContext
 
 #: Setup.attention -> transformers' attn_implementation.
 _ATTENTION = {"sdpa": "sdpa", "flash": "flash_attention_2", "eager": "eager"}
@@ -76,7 +76,7 @@ def bench_recipe(setup: Setup, config: Mapping[str, Any], model_name: str = "ben
 def bench_deepspeed_config(recipe: Recipe, hidden_size: int) -> dict[str, Any]:
     """The recipes' DeepSpeed config for one process, with the Trainer's "auto" sizes
     filled from the hidden size (transformers/integrations/deepspeed.py)."""
-    from recipes.distributed_config import deepspeed_config
+    from recipes.train.distributed_config import deepspeed_config
 
     config = deepspeed_config(recipe, world_size=1, precision=recipe.training.precision)
     auto = {
@@ -108,7 +108,7 @@ def build_model(recipe: Recipe, ctx: RunContext, config: Mapping[str, Any], devi
     import torch
     from transformers import AutoModelForCausalLM
 
-    from recipes.modeling import load_dtype, load_model
+    from recipes.train.modeling import load_dtype, load_model
 
     precision = recipe.training.precision
     cfg = hf_config(config)
@@ -149,7 +149,7 @@ def _enable_checkpointing(model: Any, *, reentrant: bool) -> None:
 
 def apply_method(recipe: Recipe, ctx: RunContext, model: Any) -> Any:
     """freeze / LoRA / DoRA / QLoRA adapters and checkpointing, as a recipe's trainer has it."""
-    from recipes.modeling import apply_freeze, lora_config
+    from recipes.train.modeling import apply_freeze, lora_config
 
     kind = recipe.method.kind
     zero3 = recipe.distributed.zero_stage == 3

@@ -31,7 +31,8 @@ from recipes.schema import ClusterSection, NodeSection, Recipe
 SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
 #: Any variable whose name looks like this is shown by name only, wherever it comes from.
 _SECRETISH = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE", re.I)
-#: cluster.workdir's default (recipes/schema.py) when a --hostfile replaces a missing section.
+#: cluster.workdir's default (recipes/schema/recipe.py) when a --hostfile replaces a missing
+#: section.
 DEFAULT_WORKDIR = "~/tuneboard"
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 

@@ -19,20 +19,20 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from recipes.data_check import DataError, check_data
-from recipes.runtime import StatusFile
 from recipes.schema import RecipeError, dump_recipe, load_recipe
+from recipes.train.data_check import DataError, check_data
+from recipes.train.runtime import StatusFile
 
 #: task.kind -> the module whose main(recipe, report, status) trains it.
 FAMILIES = {
-    "sft": "recipes.sft",
-    "pretrain": "recipes.sft",
-    "dpo": "recipes.preference",
-    "kto": "recipes.preference",
-    "orpo": "recipes.preference",
-    "simpo": "recipes.preference",
-    "reward": "recipes.reward",
-    "grpo": "recipes.grpo",
+    "sft": "recipes.train.sft",
+    "pretrain": "recipes.train.sft",
+    "dpo": "recipes.train.preference",
+    "kto": "recipes.train.preference",
+    "orpo": "recipes.train.preference",
+    "simpo": "recipes.train.preference",
+    "reward": "recipes.train.reward_model",
+    "grpo": "recipes.train.grpo",
 }
 
 
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         if "torch" in sys.modules:
-            from recipes.runtime import shutdown_distributed
+            from recipes.train.runtime import shutdown_distributed
 
             shutdown_distributed(clean)
     return 0

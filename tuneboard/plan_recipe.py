@@ -1,4 +1,4 @@
-"""Write the planner's recommendation out as a recipe (recipes/schema.py)."""
+"""Write the planner's recommendation out as a recipe (recipes/schema/recipe.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from recipes.schema import (
     TrainingSection,
     dump_recipe,
 )
-from recipes.schema_errors import format_validation_error
+from recipes.schema.messages import format_validation_error
 
 GIB = 1024**3
 

@@ -1,6 +1,6 @@
 """Which files a job needs on its nodes, and copying them there over SFTP.
 
-Paths in a recipe are relative to the job's working directory (recipes/schema.py). A
+Paths in a recipe are relative to the job's working directory (recipes/schema/recipe.py). A
 relative path that exists on the launching machine (relative to where `tuneboard launch`
 runs) is copied to the same relative path under each node's workdir, unchanged files
 skipped (size and mtime, as rsync's quick check). Everything else the job reads, an

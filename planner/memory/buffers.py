@@ -1,7 +1,7 @@
 """Communication buckets, gathered parameters and transient copies, per GPU.
 
 Sizes follow the DeepSpeed / FSDP settings tuneboard writes into its recipes
-(recipes/schema.py), which are the Hugging Face integration's defaults:
+(recipes/schema/recipe.py), which are the Hugging Face integration's defaults:
 - ZeRO-1/2: `reduce_bucket_size` = `allgather_bucket_size` = 2e8 elements,
   `overlap_comm: true`. The HF DeepSpeed guide: overlap_comm "uses 4.5x the
   allgather_bucket_size and reduce_bucket_size values" (docs, "ZeRO-2 config").

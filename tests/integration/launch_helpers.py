@@ -18,7 +18,7 @@ import yaml
 
 from launcher.job.store import jobs_root, list_job_dirs
 from launcher.transport.base import ConnectOptions
-from recipes.tinydata import write as write_tiny_data
+from recipes.train.toy_data import write as write_tiny_data
 from tests.conftest import ROOT
 from tests.integration.sshd import SshdCluster
 

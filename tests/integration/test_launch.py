@@ -232,7 +232,7 @@ def test_tiny_recipe_on_separate_workdirs(
     sshd_cluster: SshdCluster, state_home: Path, tmp_path: Path
 ) -> None:
     """No shared filesystem: each node gets its own copy of the recipe and data, and each
-    node's local rank 0 builds its own tiny base model (recipes/tiny.py)."""
+    node's local rank 0 builds its own tiny base model (recipes/train/tiny_model.py)."""
     project = tmp_path / "project"
     project.mkdir()
     recipe = tiny_recipe(

@@ -1,7 +1,7 @@
 """SFT recipes on CPU with a tiny model built on the spot: every method learns, resume, errors.
 
 Each run is a real `python -m recipes.run` (or torchrun) subprocess on a shipped config from
-recipes/configs/, on the toy data of recipes/tinydata.py: TRL, PEFT, bitsandbytes and
+recipes/configs/, on the toy data of recipes/train/toy_data.py: TRL, PEFT, bitsandbytes and
 DeepSpeed take their real code paths. The five methods run two at a time.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes import tinydata
+from recipes.train import toy_data as tinydata
 from tests.conftest import ROOT
 from tests.integration.recipe_runs import assert_learned, run_env, run_recipe
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes import tinydata
+from recipes.train import toy_data as tinydata
 from tests.integration.recipe_runs import (
     assert_learned,
     check_pissa_conversion,

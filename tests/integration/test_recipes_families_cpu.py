@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from recipes import tinydata
+from recipes.train import toy_data as tinydata
 from tests.integration.recipe_runs import assert_learned, run_recipe
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ def test_family_learns(workdir: Path, config: str, steps: int, factor: float) ->
     print(f"{config}: {run.seconds:.1f} s, losses {[round(x, 3) for x in run.losses()]}")
     assert_learned(run, factor)
     if "orpo" in config or "simpo" in config:
-        # TRL's ORPO/CPO batches have no input_ids: recipes.preference counts their chosen and
+        # TRL's ORPO/CPO batches have no input_ids: recipes.train.preference counts their chosen and
         # rejected sequences (prompt + answer each, as the Trainer counts DPO's input_ids)
         low, high = _pair_tokens_per_row(
             run.out_dir, workdir / "data" / "tiny" / "preference.jsonl"
@@ -77,7 +77,7 @@ def _pair_tokens_per_row(out_dir: Path, data: Path) -> tuple[int, int]:
 
 
 def test_grpo_reward_rises(workdir: Path) -> None:
-    """GRPO learns the toy task: recipes.tinydata:cycle_reward (a `module:function` reward)
+    """GRPO learns the toy task: recipes.train.toy_data:cycle_reward (a `module:function` reward)
     plus a built-in regex reward, 100 steps. Measured over 12 runs (8 sampling seeds, 4 model
     seeds): the first 20 steps average 0.04-0.10 (of 2), the last 20 1.52-1.57 — the policy
     answers in colour words (regex ~1.0, cycle ~0.54: the right colour now and then)."""

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from recipes import tinydata
-from recipes.runtime import RunContext, StatusFile
 from recipes.schema import RecipeError, parse_recipe
-from recipes.session import PISSA_INIT, Session, train_and_save
+from recipes.train import toy_data as tinydata
+from recipes.train.runtime import RunContext, StatusFile
+from recipes.train.session import PISSA_INIT, Session, train_and_save
 from tests.integration.recipe_runs import assert_learned, check_pissa_conversion, run_recipe
 
 pytestmark = pytest.mark.integration

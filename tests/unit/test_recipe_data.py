@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from recipes import tinydata
-from recipes.data_check import DataError, check_data
-from recipes.rewards import resolve
 from recipes.schema import Recipe, parse_recipe
+from recipes.train import toy_data as tinydata
+from recipes.train.data_check import DataError, check_data
+from recipes.train.reward_functions import resolve
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +129,6 @@ def test_reward_builtins() -> None:
     assert resolve("length:4")(completions=["abcd", "ab", "abcdefghijkl"]) == [1.0, 0.5, 0.0]
     chat = [[{"role": "assistant", "content": "red blue"}]]
     assert resolve("regex:^red")(completions=chat) == [1.0]
-    assert resolve("recipes.rewards:format_reward") is not None
+    assert resolve("recipes.train.reward_functions:format_reward") is not None
     with pytest.raises(ValueError, match="cannot import"):
         resolve("no_such_module_x:f")

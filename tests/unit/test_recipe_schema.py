@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 
-from recipes.aliases import ALIASES, alias_table_markdown
-from recipes.distributed_config import BUCKET_ELEMENTS, deepspeed_config, fsdp_config
 from recipes.schema import (
     Recipe,
     RecipeError,
@@ -20,6 +18,8 @@ from recipes.schema import (
     parse_recipe,
     read_recipe_mapping,
 )
+from recipes.schema.aliases import ALIASES, alias_table_markdown
+from recipes.train.distributed_config import BUCKET_ELEMENTS, deepspeed_config, fsdp_config
 from tests.conftest import ROOT
 
 RECIPE_FILES = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -272,7 +272,7 @@ def test_aliases_that_disagree_are_refused() -> None:
 def test_alias_table_in_readme_is_current() -> None:
     readme = (ROOT / "recipes" / "README.md").read_text(encoding="utf-8")
     assert alias_table_markdown() in readme, (
-        "regenerate the table: recipes.aliases.alias_table_markdown()"
+        "regenerate the table: recipes.schema.aliases.alias_table_markdown()"
     )
     assert len(ALIASES) > 60
 
@@ -369,8 +369,9 @@ def test_fsdp_config() -> None:
 
 def test_light_modules_do_not_import_the_training_stack() -> None:
     code = (
-        "import recipes.schema, recipes.data_check, recipes.distributed_config, recipes.run, "
-        "recipes.tinydata, recipes.rewards, recipes.aliases\n"
+        "import recipes.schema, recipes.train.data_check, recipes.train.distributed_config, "
+        "recipes.run, recipes.train.toy_data, recipes.train.reward_functions, "
+        "recipes.schema.aliases\n"
         "import sys; print(' '.join(sorted(sys.modules)))"
     )
     out = subprocess.run(

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recipes.data import load_datasets
-from recipes.data_check import DataReport
-from recipes.runtime import (
+from recipes.train.data_check import DataReport
+from recipes.train.data_loading import load_datasets
+from recipes.train.runtime import (
     RunContext,
     StatusFile,
     barrier,
@@ -50,7 +50,7 @@ def start(recipe: Recipe, report: DataReport, status: StatusFile) -> Session:
     ctx = RunContext.from_env(Path(recipe.output.dir))
     status.enabled = ctx.is_main
     _quiet_progress_bars()
-    from recipes.modeling import check_machine_support, load_tokenizer
+    from recipes.train.modeling import check_machine_support, load_tokenizer
 
     check_machine_support(recipe, ctx)  # before the process group, the data and the weights
     # The process group comes first: ZeRO-3's zero.Init and the tiny-model barrier need it.
@@ -65,7 +65,7 @@ def start(recipe: Recipe, report: DataReport, status: StatusFile) -> Session:
     if recipe.model.tiny is not None:
         # One process per node writes the tiny base (the output dir may not be shared).
         if ctx.is_local_main:
-            from recipes.tiny import build_tiny_model, texts_of
+            from recipes.train.tiny_model import build_tiny_model, texts_of
 
             texts = list(texts_of(train))
             build_tiny_model(recipe.model.tiny, texts, ctx.output_dir / "tiny-base")
@@ -94,7 +94,7 @@ def _conversational(dataset: Any) -> bool:
 
 
 def callbacks(session: Session) -> list[Any]:
-    from recipes.metrics import MetricsCallback, NanGuard
+    from recipes.train.metrics import MetricsCallback, NanGuard
 
     out: list[Any] = [MetricsCallback(session.ctx.output_dir, session.status)]
     if session.recipe.training.nan_policy == "stop":
@@ -124,7 +124,7 @@ def train_and_save(trainer: Any, session: Session, *, peft: bool) -> Path:
     # that writes final/ (each node's own copy when every node keeps its own output).
     pissa_init = None
     if peft and recipe.method.lora.init == "pissa":
-        from recipes.modeling import check_pissa_targets
+        from recipes.train.modeling import check_pissa_targets
 
         check_pissa_targets(trainer.model)  # same model on every rank: all refuse together
         pissa_init = ctx.output_dir / PISSA_INIT
@@ -140,14 +140,14 @@ def train_and_save(trainer: Any, session: Session, *, peft: bool) -> Path:
         if pissa_init is not None:
             # final/ as an ordinary LoRA of rank 2r on the original base (the trained adapter
             # minus the initial one), so loading and merging work as for any adapter.
-            from recipes.modeling import convert_pissa_adapter
+            from recipes.train.modeling import convert_pissa_adapter
 
             convert_pissa_adapter(final, pissa_init)
             log(ctx, "pissa: final adapter converted to a rank-2r LoRA on the original base")
         session.tokenizer.save_pretrained(final)
     barrier()  # no rank reads final/ before every node's writer has finished it
     if peft and recipe.output.export_merged and ctx.is_main:
-        from recipes.modeling import export_merged
+        from recipes.train.modeling import export_merged
 
         merged = export_merged(recipe, ctx, final, ctx.output_dir / "merged")
         log(ctx, f"merged weights written to {merged}")

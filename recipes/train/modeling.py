@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recipes.chat import resolve_chat_template
-from recipes.runtime import RunContext, log
+from recipes.schema.chat_templates import resolve_chat_template
+from recipes.train.runtime import RunContext, log
 
 if TYPE_CHECKING:
     from recipes.schema import PrecisionKind, Recipe

@@ -1,4 +1,4 @@
-"""Load the checked data (recipes/data_check.py) as HF datasets in the shape TRL expects.
+"""Load the checked data (recipes/train/data_check.py) as HF datasets in the shape TRL expects.
 
 Columns are renamed to their roles (text, messages, prompt, completion, chosen, rejected,
 label); only those columns are kept, except for grpo, whose reward functions receive the
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from recipes.data_check import DataReport
+from recipes.train.data_check import DataReport
 
 if TYPE_CHECKING:
     from recipes.schema import Recipe

@@ -1,7 +1,7 @@
 """Write a small, learnable toy dataset in every format the recipes train on.
 
-    python -m recipes.tinydata data/tiny            # ~256 examples per file, seconds
-    python -m recipes.tinydata data/tiny --rows 64 --seed 1
+    python -m recipes.train.toy_data data/tiny            # ~256 examples per file, seconds
+    python -m recipes.train.toy_data data/tiny --rows 64 --seed 1
 
 The task: a fixed cycle of twelve words ("red orange yellow ... brown red orange ..."). Given
 a few words, the next ones are fully determined, so a two-layer model's loss falls fast and
@@ -16,7 +16,7 @@ keeps falling — the CPU tests assert that it goes down. Files written:
   prompts.jsonl       {"prompt", "answer"}                              grpo
 
 `cycle_reward` scores GRPO completions on the same task (task.grpo.rewards:
-"recipes.tinydata:cycle_reward").
+"recipes.train.toy_data:cycle_reward").
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def write(out_dir: Path, rows: int = 256, seed: int = 0) -> dict[str, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recipes.tinydata", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m recipes.train.toy_data", description=__doc__)
     parser.add_argument("out_dir", type=Path, help="folder to write the files into")
     parser.add_argument("--rows", type=int, default=256, help="examples per file")
     parser.add_argument("--seed", type=int, default=0)

@@ -2,8 +2,8 @@
 
 Sections: model, method, task, data, training, distributed, cluster, output (and an optional
 job `name`). Unknown keys are rejected with the closest accepted key; keys from LLaMA-Factory,
-Axolotl and HF TrainingArguments are accepted where they mean the same (recipes/aliases.py,
-table in recipes/README.md). Cross-field rules live in recipes/schema_rules.py.
+Axolotl and HF TrainingArguments are accepted where they mean the same (recipes/schema/aliases.py,
+table in recipes/README.md). Cross-field rules live in recipes/schema/rules.py.
 
 Light on purpose: pydantic, yaml and the standard library only (no torch), so the planner
 and the launcher can validate a recipe instantly. Paths in a recipe are relative to the
@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from recipes import schema_rules
-from recipes.aliases import AliasError, normalize
-from recipes.chat import check_chat_template_value
-from recipes.schema_errors import format_validation_error, section_fields
+from recipes.schema import rules as schema_rules
+from recipes.schema.aliases import AliasError, normalize
+from recipes.schema.chat_templates import check_chat_template_value
+from recipes.schema.messages import format_validation_error, section_fields
 
 MethodKind = Literal["full", "freeze", "lora", "qlora", "dora"]
 PrecisionKind = Literal["bf16-mixed", "bf16-pure", "fp16-mixed", "fp32"]

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from recipes.data_check import DataReport
-from recipes.runtime import StatusFile, log
-from recipes.session import callbacks, start, train_and_save
-from recipes.trainer_args import training_kwargs
+from recipes.train.data_check import DataReport
+from recipes.train.runtime import StatusFile, log
+from recipes.train.session import callbacks, start, train_and_save
+from recipes.train.trainer_args import training_kwargs
 
 if TYPE_CHECKING:
     from recipes.schema import Recipe
@@ -26,7 +26,7 @@ def main(recipe: Recipe, report: DataReport, status: StatusFile) -> None:
     from trl.trainer.sft_config import SFTConfig
     from trl.trainer.sft_trainer import SFTTrainer
 
-    from recipes.modeling import apply_freeze, count_parameters, load_model, lora_config
+    from recipes.train.modeling import apply_freeze, count_parameters, load_model, lora_config
 
     # 1. Ranks, precision, data and tokenizer: everything that can fail cheaply comes
     #    before the weights are read.

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from recipes.chat import CHATML, CHATML_TOKENS
 from recipes.schema import TinyModelSection
+from recipes.schema.chat_templates import CHATML, CHATML_TOKENS
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"

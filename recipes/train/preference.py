@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from recipes.data_check import DataReport
-from recipes.runtime import StatusFile, log
-from recipes.session import callbacks, start, train_and_save
-from recipes.trainer_args import training_kwargs
+from recipes.train.data_check import DataReport
+from recipes.train.runtime import StatusFile, log
+from recipes.train.session import callbacks, start, train_and_save
+from recipes.train.trainer_args import training_kwargs
 
 if TYPE_CHECKING:
     from recipes.schema import Recipe
@@ -52,7 +52,7 @@ def _config_and_trainer(recipe: Recipe) -> tuple[Any, Any, dict[str, Any]]:
             "max_length": seq,
         }
         return CPOConfig, _counting_pair_tokens(CPOTrainer), fields
-    raise ValueError(f"recipes.preference does not train task {task.kind!r}")
+    raise ValueError(f"recipes.train.preference does not train task {task.kind!r}")
 
 
 def _counting_pair_tokens(trainer_cls: Any) -> Any:
@@ -66,7 +66,7 @@ def _counting_pair_tokens(trainer_cls: Any) -> Any:
     if not callable(getattr(trainer_cls, "_track_num_input_tokens", None)):
         raise RuntimeError(
             f"{trainer_cls.__name__} has no _track_num_input_tokens: this transformers version "
-            "counts tokens elsewhere; recipes.preference needs updating"
+            "counts tokens elsewhere; recipes.train.preference needs updating"
         )
 
     class PairTokenCounting(trainer_cls):  # type: ignore[misc]
@@ -89,7 +89,7 @@ def _counting_pair_tokens(trainer_cls: Any) -> Any:
 
 
 def main(recipe: Recipe, report: DataReport, status: StatusFile) -> None:
-    from recipes.modeling import apply_freeze, load_model, lora_config
+    from recipes.train.modeling import apply_freeze, load_model, lora_config
 
     # 1. Ranks, precision, data and tokenizer, before the weights.
     session = start(recipe, report, status)

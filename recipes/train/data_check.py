@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recipes.schema_rules import TASK_FORMATS
+from recipes.schema.rules import TASK_FORMATS
 
 if TYPE_CHECKING:
     from recipes.schema import DataSection, Recipe
@@ -282,7 +282,7 @@ def check_data(recipe: Recipe) -> DataReport:
     if not train_paths:
         raise DataError(
             "data.train is not set: give a .jsonl/.json/.parquet/.csv file or a saved HF "
-            "datasets folder (python -m recipes.tinydata data/tiny writes a toy one)"
+            "datasets folder (python -m recipes.train.toy_data data/tiny writes a toy one)"
         )
     train = tuple(read_file_info(p, data, "data.train") for p in train_paths)
     fmt = resolve_format(task, data.format, train[0], data.columns, "data.train")

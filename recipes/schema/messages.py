@@ -15,7 +15,7 @@ from typing import Any, Union
 
 from pydantic import BaseModel, ValidationError
 
-from recipes.aliases import ALIASES, FOREIGN_HINTS, SCOPED_ALIASES, Path_
+from recipes.schema.aliases import ALIASES, FOREIGN_HINTS, SCOPED_ALIASES, Path_
 
 
 def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:

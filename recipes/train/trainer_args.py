@@ -10,8 +10,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from recipes.distributed_config import deepspeed_config, fsdp_config
-from recipes.runtime import RunContext
+from recipes.train.distributed_config import deepspeed_config, fsdp_config
+from recipes.train.runtime import RunContext
 
 if TYPE_CHECKING:
     from recipes.schema import PrecisionKind, Recipe

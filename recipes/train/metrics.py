@@ -10,7 +10,7 @@ and every evaluation, flushed per line (a tailer never sees half a line). Keys:
   grad_norm          before clipping (null where the backend does not report it)
   learning_rate
   tokens_seen        input tokens (non-padding) over all ranks since the run began (GRPO:
-                     prompt + sampled completion; ORPO/SimPO: counted by recipes.preference);
+                     prompt + sampled completion; ORPO/SimPO: counted by recipes.train.preference);
                      null where a trainer counts none
   tokens_per_s       tokens_seen growth over wall time since the previous line
   elapsed_s          wall seconds since this process started training
@@ -33,7 +33,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from recipes.runtime import StatusFile
+from recipes.train.runtime import StatusFile
 
 _STANDARD = {"loss", "grad_norm", "learning_rate", "epoch", "num_input_tokens_seen", "step"}
 

@@ -4,7 +4,7 @@
 
 Reads top to bottom. For each prompt the policy samples task.grpo.num_generations
 completions (with transformers' generate; vLLM is not wired in), scores them with the
-reward functions of task.grpo.rewards (recipes/rewards.py), and is pushed towards the
+reward functions of task.grpo.rewards (recipes/train/reward_functions.py), and is pushed towards the
 completions that beat their group's mean. Data: a prompt column; other columns (e.g. an
 answer) reach the reward functions as keyword arguments.
 """
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from recipes.data_check import DataReport
-from recipes.runtime import StatusFile
-from recipes.session import callbacks, start, train_and_save
-from recipes.trainer_args import training_kwargs
+from recipes.train.data_check import DataReport
+from recipes.train.runtime import StatusFile
+from recipes.train.session import callbacks, start, train_and_save
+from recipes.train.trainer_args import training_kwargs
 
 if TYPE_CHECKING:
     from recipes.schema import Recipe
@@ -26,8 +26,8 @@ def main(recipe: Recipe, report: DataReport, status: StatusFile) -> None:
     from trl.trainer.grpo_config import GRPOConfig
     from trl.trainer.grpo_trainer import GRPOTrainer
 
-    from recipes.modeling import apply_freeze, load_model, lora_config
-    from recipes.rewards import resolve
+    from recipes.train.modeling import apply_freeze, load_model, lora_config
+    from recipes.train.reward_functions import resolve
 
     grpo = recipe.task.grpo
     assert grpo is not None  # the schema requires it for kind grpo

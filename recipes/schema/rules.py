@@ -1,6 +1,6 @@
 """Rules that span several keys of a recipe; each message names the keys involved.
 
-Called from the validators in recipes/schema.py (kept apart so that the schema file is the
+Called from the validators in recipes/schema/recipe.py (kept apart so that the schema file is the
 format and this file is the judgement). Standard library only.
 """
 
@@ -85,7 +85,7 @@ def check_method(method: MethodSection) -> None:
         )
     if init == "pissa" and isinstance(method.lora.target_modules, list):
         # Names known here; any other embedding is refused once the PEFT model is built
-        # (recipes.modeling.check_pissa_targets), still before training.
+        # (recipes.train.modeling.check_pissa_targets), still before training.
         embeddings = [
             t for t in method.lora.target_modules if t.rsplit(".", 1)[-1] in EMBEDDING_MODULES
         ]
