@@ -48,9 +48,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "benchmarks"))  # real_step, also under `python -m`
 
-from planner.hf_config import find_catalog_entry, spec_from_hf_config  # noqa: E402
+from planner.hf_config import spec_from_hf_config  # noqa: E402
 from planner.layers import trainable_params  # noqa: E402
 from planner.memory.breakdown import estimate_memory  # noqa: E402
+from planner.model_catalog import find_catalog_entry  # noqa: E402
 from planner.setups import METHODS, Method, Precision, Setup  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -149,7 +150,7 @@ def _analytic(config: dict[str, Any], setup: Setup) -> tuple[int, int, int]:
 
 
 def _trace(config: dict[str, Any], setup: Setup) -> tuple[int, float]:
-    from planner.trace import trace_training_step
+    from planner.fake_trace import trace_training_step
 
     method = "lora" if setup.method == "qlora" else setup.method
     r = trace_training_step(

@@ -28,8 +28,8 @@ t_import = time.perf_counter() - t0
 method, seq = sys.argv[1], int(sys.argv[2])
 result = None
 if method != "imports":
-    from planner.hf_config import find_catalog_entry
-    from planner.trace import trace_training_step
+    from planner.model_catalog import find_catalog_entry
+    from planner.fake_trace import trace_training_step
     cfg = find_catalog_entry("llama-2-7b").config_dict()
     t1 = time.perf_counter()
     r = trace_training_step(cfg, method=method, seq_len=seq, micro_batch=1, warm_start=True)

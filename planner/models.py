@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerInputError
-from planner.hf_config import find_catalog_entry, load_catalog, spec_from_hf_config
+from planner.hf_config import spec_from_hf_config
+from planner.model_catalog import find_catalog_entry, load_catalog
 from planner.specs import ModelSpec
 
 HUB_TIMEOUT_S = 8.0

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from planner.search import Candidate, Plan
 
 if TYPE_CHECKING:
-    from planner.traced import TraceSummary
+    from planner.trace_plan import TraceSummary
 
 SCHEMA_VERSION = 1
 

@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
-    from planner.hf_config import load_catalog, spec_from_hf_config
+    from planner.hf_config import spec_from_hf_config
+    from planner.model_catalog import load_catalog
     from tuneboard.output import emit
 
     rows: list[dict[str, Any]] = []

@@ -236,7 +236,7 @@ def plan(
     result = make_plan(spec, cluster, constraints)
     traces = None
     if trace:
-        from planner.traced import refine_with_traces
+        from planner.trace_plan import refine_with_traces
         from tuneboard.output import error_console
 
         err = error_console()

@@ -85,7 +85,7 @@ def estimate_memory(
 ) -> MemoryBreakdown:
     """The per-GPU peak. `traced_dynamic_bytes` (from `--trace`: what forward and
     backward add on top of the model states, measured) replaces the analytic
-    activations + logits; everything else stays analytic (planner/traced.py)."""
+    activations + logits; everything else stays analytic (planner/trace_plan.py)."""
     par = parallelism(cluster, setup)
     states = model_states(spec, cluster, setup)
     acts = activation_estimate(spec, setup)

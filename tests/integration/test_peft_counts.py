@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from planner.hf_config import find_catalog_entry, spec_from_hf_config
+from planner.hf_config import spec_from_hf_config
 from planner.layers import adapter_params, trainable_params
 from planner.memory.model_states import base_weight_bytes_per_param
+from planner.model_catalog import find_catalog_entry
 from planner.setups import Method, Setup
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
 """The analytic estimate against the tensor-level peak of a real training step of the
-same HF model, traced on fake tensors (planner/trace.py): totals and activations
+same HF model, traced on fake tensors (planner/fake_trace.py): totals and activations
 within 5%, and never more than 5% under.
 
 The trace runs "pure" training on one GPU (no DeepSpeed, gradient accumulation 1,
@@ -24,7 +24,7 @@ from tests.unit.specs_for_tests import cluster_of
 pytestmark = pytest.mark.integration
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-trace_mod = pytest.importorskip("planner.trace")
+trace_mod = pytest.importorskip("planner.fake_trace")
 
 LLAMA = {
     "model_type": "llama",

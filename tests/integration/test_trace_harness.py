@@ -1,4 +1,4 @@
-"""The fake-tensor trace of planner.trace against the same steps on real CPU tensors.
+"""The fake-tensor trace of planner.fake_trace against the same steps on real CPU tensors.
 
 The counter is the same `TorchDispatchMode` in both runs; what is checked is that fake
 tensors take the same code paths and allocate the same storages as real ones (so the
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from planner.trace import LiveBytesCounter, TraceResult, trace_training_step  # noqa: E402
+from planner.fake_trace import LiveBytesCounter, TraceResult, trace_training_step  # noqa: E402
 
 SMALL_LLAMA: dict[str, Any] = {
     "model_type": "llama",

@@ -22,12 +22,8 @@ from typing import Any
 import pytest
 
 from planner.errors import PlannerInputError
-from planner.hf_config import (
-    CatalogEntry,
-    find_catalog_entry,
-    load_catalog,
-    spec_from_hf_config,
-)
+from planner.hf_config import spec_from_hf_config
+from planner.model_catalog import CatalogEntry, find_catalog_entry, load_catalog
 from planner.specs import ModelSpec
 
 CATALOG = load_catalog()

@@ -15,7 +15,7 @@ from rich.text import Text
 from planner.cluster import build_cluster
 from planner.errors import PlannerInputError
 from planner.gpus import gpu_from_nvml_name
-from planner.hf_config import find_catalog_entry
+from planner.model_catalog import find_catalog_entry
 from planner.models import resolve_model
 from planner.search import Plan, make_plan
 from planner.setups import METHODS, Constraints, Method

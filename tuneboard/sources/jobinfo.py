@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from planner.errors import PlannerInputError
-from planner.hf_config import find_catalog_entry
+from planner.model_catalog import find_catalog_entry
 from planner.models import resolve_model
 from planner.timing import forward_flops_per_token
 from tuneboard.sources.snapshots import JobInfo

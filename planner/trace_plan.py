@@ -1,7 +1,7 @@
 """`--trace`: measure a candidate's activations on fake tensors and combine them with
 what a trace cannot see.
 
-planner/trace.py runs one unsharded data-parallel rank of the real HF model (its
+planner/fake_trace.py runs one unsharded data-parallel rank of the real HF model (its
 forward, loss, backward and optimizer step) on fake tensors and reports the live
 bytes per phase. Here that measurement replaces the analytic activations and
 logits: the traced forward/backward peak minus the traced weights and optimizer
@@ -67,7 +67,7 @@ def run_trace(spec: ModelSpec, config: Mapping[str, Any], setup: Setup) -> Trace
     if setup.fused_ce:
         raise PlannerInputError("--trace runs transformers' own loss: not with --fused-ce")
     try:
-        from planner.trace import trace_training_step
+        from planner.fake_trace import trace_training_step
     except ImportError as exc:  # torch/transformers missing
         raise PlannerInputError(
             f"--trace needs torch, transformers and peft ({exc.name} is missing): "
