@@ -3,7 +3,7 @@
     python benchmarks/launch_fanout.py                 # 1, 4, 16 nodes, 3 runs each
     python benchmarks/launch_fanout.py --nodes 1,3,8 --runs 5
 
-Each "node" is a real sshd on 127.0.0.N (tests/integration/sshd.py: needs root and
+Each "node" is a real sshd on 127.0.0.N (tests/support/sshd.py: needs root and
 openssh-server). Per node count, timed with the launcher's own code: connect (one
 paramiko connection per node, in parallel), preflight (the node probe on every node, the
 master's probe also listening for every node's TCP connection), start (one detached job
@@ -69,7 +69,7 @@ from launcher.job import node_process as proc  # noqa: E402
 from launcher.job.launch import LaunchRequest, check, connect, prepare  # noqa: E402
 from launcher.transport.base import CommandResult, Transport  # noqa: E402
 from launcher.transport.fanout import NodePool  # noqa: E402
-from tests.integration.sshd import SshdCluster, skip_reason, start_cluster  # noqa: E402
+from tests.support.sshd import SshdCluster, skip_reason, start_cluster  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_RATIO = 2.0

@@ -9,7 +9,7 @@ the measured peak of a real training step of the same config).
 Every ZeRO-0 row is one training setup on ONE GPU as the trace sees it (pure bf16,
 gradient accumulation 1, torch AdamW single-tensor): tensor bytes only (no CUDA context,
 no fragmentation) for analytic vs trace. With `--gpu` each row also runs two real
-training iterations on CUDA (benchmarks/real_step.py: the method applied by the
+training iterations on CUDA (tests/support/real_step.py: the method applied by the
 recipes' own functions, QLoRA loaded through bitsandbytes): `max_memory_allocated()` is
 the tensor peak the analytic tensor peak must match, and `max_memory_reserved()` plus
 the non-PyTorch part read from NVML is the whole-process peak the planner's total
@@ -46,7 +46,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(ROOT / "benchmarks"))  # real_step, also under `python -m`
 
 from planner.hf_config import spec_from_hf_config  # noqa: E402
 from planner.layers import trainable_params  # noqa: E402
@@ -126,7 +125,7 @@ def _grid(kind: str, gpu: bool) -> list[Point]:
 
 
 def _setup(point: Point) -> Setup:
-    from real_step import one_gpu_setup
+    from tests.support.real_step import one_gpu_setup
 
     return one_gpu_setup(
         point.method,
@@ -141,7 +140,7 @@ def _setup(point: Point) -> Setup:
 
 def _analytic(config: dict[str, Any], setup: Setup) -> tuple[int, int, int]:
     """(tensor peak, whole-GPU peak, trainable parameters) on a 1-GPU H100 cluster."""
-    from tests.unit.specs_for_tests import cluster_of
+    from tests.support.specs import cluster_of
 
     spec = spec_from_hf_config(config, name="bench", source="config")
     mem = estimate_memory(spec, cluster_of(1, gpu="H100"), setup)
@@ -171,8 +170,7 @@ def _cuda(config: dict[str, Any], setup: Setup, qlora_dir: Path) -> dict[str, An
     say) is recorded as cuda_error and the GPU is cleaned for the next row."""
     import torch
 
-    # A sibling module, imported the way this script finds it (its folder is sys.path[0]).
-    from real_step import real_training_step
+    from tests.support.real_step import real_training_step
 
     started = time.perf_counter()
     try:

@@ -243,7 +243,7 @@ def dashboard(
 
             sources.append(LocalGpuSource(interval_s=interval))
         if job_dir is not None:
-            from tuneboard.sources.jobdir import JobDirSource
+            from tuneboard.sources.job_dir import JobDirSource
 
             # a stat per file: cheap, so files are checked at least twice a second
             sources.append(JobDirSource(job_dir, interval_s=min(interval, 0.5)))

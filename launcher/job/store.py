@@ -149,6 +149,15 @@ class JobState:
 _STATE = TypeAdapter(JobState)
 
 
+def state_from_json(data: bytes | str) -> JobState:
+    """A state.json's bytes as a JobState (keys it does not know are ignored).
+
+    Raises pydantic's ValidationError for a file that is not a job state, or is half
+    written; the dashboard (tuneboard/sources/job_dir.py) then reads it again later.
+    """
+    return _STATE.validate_json(data)
+
+
 def state_home() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "tuneboard"
@@ -196,7 +205,7 @@ class JobDir:
 
     def read_state(self) -> JobState:
         try:
-            return _STATE.validate_json(self.state_path.read_bytes())
+            return state_from_json(self.state_path.read_bytes())
         except FileNotFoundError:
             raise LauncherInputError(f"job {self.id}: no state.json in {self.path}") from None
         except ValidationError as err:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from tuneboard.sources.codec import encode  # noqa: E402
 from tuneboard.sources.fake_nvml import A800_MEMORY_BYTES, A800_NAME  # noqa: E402
-from tuneboard.sources.jobinfo import model_flops_per_token  # noqa: E402
+from tuneboard.sources.recipe_info import model_flops_per_token  # noqa: E402
 from tuneboard.sources.snapshots import (  # noqa: E402
     GpuProcess,
     GpuSample,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.sshd import SshdCluster, skip_reason, start_cluster
+from tests.support.sshd import SshdCluster, skip_reason, start_cluster
 
 #: Nodes started once per test session (per xdist worker).
 SSHD_NODES = 3

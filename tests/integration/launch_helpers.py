@@ -20,7 +20,7 @@ from launcher.job.store import jobs_root, list_job_dirs
 from launcher.transport.base import ConnectOptions
 from recipes.train.toy_data import write as write_tiny_data
 from tests.conftest import ROOT
-from tests.integration.sshd import SshdCluster
+from tests.support.sshd import SshdCluster
 
 TINY_RECIPE = ROOT / "recipes" / "configs" / "tiny-sft-lora.yaml"
 DIST_PROGRAM = Path(__file__).with_name("dist_program.py")

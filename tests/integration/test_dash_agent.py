@@ -16,8 +16,8 @@ import pytest
 
 from launcher.cluster import Node
 from tests.conftest import ROOT
-from tests.integration.sshd import SshdCluster, skip_reason, start_cluster
-from tests.unit.test_dash_app import sync, wait_for
+from tests.support.pilot import sync, wait_for
+from tests.support.sshd import SshdCluster, skip_reason, start_cluster
 from tuneboard.dash.alerts import Thresholds, node_staleness
 from tuneboard.dash.app import DashboardApp
 from tuneboard.dash.base_screen import Cached

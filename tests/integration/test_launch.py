@@ -55,7 +55,7 @@ from tests.integration.launch_helpers import (
     tuneboard_home,
     wait_for,
 )
-from tests.integration.sshd import SshdCluster, descendants
+from tests.support.sshd import SshdCluster, descendants
 
 pytestmark = pytest.mark.integration
 __all__ = ["state_home"]  # the fixture, used by name

@@ -1,7 +1,7 @@
 """The real-step measurement of `benchmarks/planner_accuracy.py --gpu`, run on CPU.
 
 No GPU was ever lent to this project, so the CUDA measurement must work the first time one
-is: this runs the same function (benchmarks/real_step.py) on CPU, with tiny models built
+is: this runs the same function (tests/support/real_step.py) on CPU, with tiny models built
 from configs, for every method and under DeepSpeed ZeRO-2/3 (one process, gloo), and checks
 that it trained what the planner says the method trains.
 """
@@ -29,7 +29,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("bitsandbytes")
 
-from benchmarks.real_step import one_gpu_setup, real_training_step  # noqa: E402
+from tests.support.real_step import one_gpu_setup, real_training_step  # noqa: E402
 
 #: 3 layers, so that freeze (the last 2) leaves one decoder layer frozen.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -153,7 +153,7 @@ def test_real_step_under_deepspeed_zero2_and_zero3(tmp_path: Path) -> None:
 def test_real_step_refuses_cuda_without_a_gpu() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    from benchmarks.real_step import NoCudaError
+    from tests.support.real_step import NoCudaError
 
     with pytest.raises(NoCudaError, match="no CUDA device"):
         real_training_step(CONFIGS["llama"], _setup("full"), device="cuda")

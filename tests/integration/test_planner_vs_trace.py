@@ -19,7 +19,7 @@ from planner.hf_config import spec_from_hf_config
 from planner.memory.activations import activation_estimate
 from planner.memory.breakdown import estimate_memory
 from planner.setups import Attention, Method, Setup
-from tests.unit.specs_for_tests import cluster_of
+from tests.support.specs import cluster_of
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("torch")

@@ -36,7 +36,7 @@ from launcher.transport.fanout import NodePool
 from launcher.transport.local import LocalTransport
 from launcher.transport.ssh import SshTransport
 from tests.integration.conftest import pids_with_env
-from tests.integration.sshd import SshdCluster, SshdNode, descendants
+from tests.support.sshd import SshdCluster, SshdNode, descendants
 
 pytestmark = pytest.mark.integration
 

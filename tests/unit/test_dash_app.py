@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import ParamSpec
 
 import pynvml
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import Input, Log
 
 from tests.conftest import ROOT
+from tests.support.pilot import sync, wait_for
 from tuneboard.dash.app import DashboardApp
 from tuneboard.dash.cluster_screen import ClusterScreen
 from tuneboard.dash.config import DashConfig
@@ -30,23 +26,6 @@ from tuneboard.sources.snapshots import GpuSnapshot
 REPLAY = ROOT / "tests" / "data" / "replay-3x8-a800.jsonl"
 SIZE = (120, 40)
 P = ParamSpec("P")
-
-
-def sync(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an async Pilot test on a fresh event loop (no async pytest plugin needed)."""
-
-    @functools.wraps(test)
-    def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
-
-
-async def wait_for(pilot: Pilot[None], cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await pilot.pause(0.05)
 
 
 def replay_app(speed: float = 400.0, **config: object) -> DashboardApp:

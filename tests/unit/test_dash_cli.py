@@ -13,11 +13,11 @@ import typer
 from typer.testing import CliRunner
 
 from tests.conftest import ROOT, run_cli
-from tests.unit.test_launch_jobs import add_job
+from tests.support.jobs import add_job
 from tuneboard import cli_dashboard
 from tuneboard.dash.config import DashConfig
 from tuneboard.sources.agent_stream import AgentStreamSource
-from tuneboard.sources.jobdir import JobDirSource
+from tuneboard.sources.job_dir import JobDirSource
 from tuneboard.sources.ssh_agent import SshAgentConnect
 
 

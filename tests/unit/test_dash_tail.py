@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 
+from launcher.job.store import JobDir, RootCause
+from tests.support.jobs import make_state
 from tuneboard.sources.filetail import FileTail
-from tuneboard.sources.jobdir import JobDirSource
+from tuneboard.sources.job_dir import JobDirSource
 from tuneboard.sources.snapshots import JobInfo, LogSnapshot, MetricsSnapshot, StatusSnapshot
 
 
@@ -155,26 +158,26 @@ def test_launcher_job_dir_state_recipe_and_per_node_logs(tmp_path: Path) -> None
     _append(tmp_path / "logs" / "gpu1.log", "gpu1/0 hello\n")
     _append(tmp_path / "logs" / "gpu2.log", "gpu2/8 hello\n")
     _append(tmp_path / "supervisor.log", "supervising\n")
-    state: dict[str, object] = {
-        "name": "sft",
-        "status": "running",
-        "recipe_file": "/home/me/recipes/sft.yaml",
-        "nodes": [{"name": "gpu1", "nproc": 8}, {"name": "gpu2", "nproc": 8}],
-        "root_cause": None,
-    }
-    (tmp_path / "state.json").write_text(json.dumps(state))
+    base = make_state("sft-0101-000000-aaaa", 1.0, name="sft", status="running")
+    nodes = tuple(
+        dataclasses.replace(n, name=name, nproc=8, status="running")
+        for n, name in zip(base.nodes, ("gpu1", "gpu2"), strict=True)
+    )
+    state = dataclasses.replace(base, recipe_file="/home/me/recipes/sft.yaml", nodes=nodes)
+    job = JobDir(tmp_path)
+    (tmp_path / "state.json").write_text("{")  # half-written: read again on the next poll
     source = JobDirSource(tmp_path)
-    items = source.poll()
+    first = source.poll()
+    assert not any(isinstance(i, (StatusSnapshot, JobInfo)) for i in first)
+    job.write_state(state)
+    items = [*first, *source.poll()]
     info = next(i for i in items if isinstance(i, JobInfo))
     assert (info.name, info.model, info.gpus) == ("sft", "llama-2-7b", 16)
     status = next(i for i in items if isinstance(i, StatusSnapshot))
     assert status.phase == "training"
     logs = {i.node for i in items if isinstance(i, LogSnapshot)}
     assert logs == {"gpu1", "gpu2", "supervisor"}  # job.log would repeat every line
-    state |= {
-        "status": "failed",
-        "root_cause": {"node": "gpu2", "reason": "rank 9 exited with code 1"},
-    }
-    (tmp_path / "state.json").write_text(json.dumps(state))
+    cause = RootCause("gpu2", 1, 9, 1, "rank 9 exited with code 1", ())
+    job.write_state(dataclasses.replace(state, status="failed", root_cause=cause))
     status = next(i for i in source.poll() if isinstance(i, StatusSnapshot))
     assert status.phase == "failed" and status.error == "gpu2: rank 9 exited with code 1"

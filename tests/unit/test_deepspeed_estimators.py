@@ -12,7 +12,7 @@ import pytest
 from planner.memory.buffers import buffers
 from planner.memory.model_states import model_states, parallelism
 from planner.setups import Offload, Setup
-from tests.unit.specs_for_tests import cluster_of, synthetic_spec
+from tests.support.specs import cluster_of, synthetic_spec
 
 deepspeed_zero2 = pytest.importorskip("deepspeed.runtime.zero.stage_1_and_2")
 deepspeed_zero3 = pytest.importorskip("deepspeed.runtime.zero.stage3")

@@ -20,10 +20,6 @@ from typer.testing import CliRunner
 from launcher.errors import LauncherInputError
 from launcher.job.store import (
     JobDir,
-    JobState,
-    LaunchRecord,
-    NodeState,
-    Progress,
     RootCause,
     find_job,
     list_job_dirs,
@@ -35,68 +31,7 @@ from launcher.preflight.checks import node_probe
 from launcher.preflight.rendezvous import Arrivals, listen_outcome
 from tests.conftest import ROOT
 from tests.launch_app import app
-
-
-def make_state(job_id: str, created_at: float, **changes: object) -> JobState:
-    launch = LaunchRecord(
-        recipe_source="/r.yaml",
-        cwd="/",
-        overrides=(),
-        hostfile=None,
-        master_addr=None,
-        master_port=None,
-        nproc_per_node=None,
-        cpu=True,
-        force=False,
-        grace_s=10.0,
-        node_timeout_s=60.0,
-        program=("-m", "recipes.run"),
-        known_hosts="/kh",
-        ssh_config=None,
-        identity_files=(),
-        user=None,
-        use_agent=True,
-        look_for_keys=True,
-        connect_timeout_s=10.0,
-    )
-    nodes = tuple(
-        NodeState(
-            f"node{i}",
-            f"10.0.0.{i + 1}",
-            None,
-            None,
-            None,
-            f"node{i}",
-            False,
-            i,
-            2,
-            "~/tuneboard",
-            "eth0",
-            "exited",
-            100 + i,
-            0,
-        )
-        for i in range(2)
-    )
-    state = JobState(
-        id=job_id,
-        name="tiny",
-        marker=f"tb-{job_id}",
-        status="succeeded",
-        recipe_file="r.yaml",
-        created_at=created_at,
-        launch=launch,
-        master_addr="10.0.0.1",
-        master_port=29500,
-        python="python3",
-        env=(("NCCL_DEBUG", "WARN"),),
-        secret_names=("HF_TOKEN",),
-        shared_fs=False,
-        metrics_path="tuneboard/runs/x/metrics.jsonl",
-        nodes=nodes,
-        progress=Progress(step=40, total_steps=40, loss=1.25, tokens_per_s=2500.0, eta_s=0.0),
-    )
-    return dataclasses.replace(state, **changes)  # type: ignore[arg-type]
+from tests.support.jobs import add_job, make_state
 
 
 @pytest.fixture
@@ -104,12 +39,6 @@ def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     monkeypatch.setenv("COLUMNS", "160")
     return tmp_path / "tuneboard"
-
-
-def add_job(root: Path, job_id: str, created_at: float, **changes: object) -> JobDir:
-    job = JobDir.create(job_id, root)
-    job.write_state(make_state(job_id, created_at, **changes))
-    return job
 
 
 def test_state_round_trips_and_ids_are_found_by_prefix(state_home: Path) -> None:

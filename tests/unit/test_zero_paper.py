@@ -7,7 +7,7 @@ import pytest
 
 from planner.memory.model_states import model_states
 from planner.setups import Setup
-from tests.unit.specs_for_tests import cluster_of, synthetic_spec
+from tests.support.specs import cluster_of, synthetic_spec
 
 # (Ψ, N_d) -> (P_os, P_os+g, P_os+g+p) in GB, as printed in Table 1.
 TABLE_1: dict[tuple[float, int], tuple[float, float, float]] = {

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tuneboard.dash.format import duration
-from tuneboard.dash.state import DashState, NodeState
+from tuneboard.dash.state import DashNode, DashState
 
 Level = Literal["error", "warning"]
 
@@ -41,7 +41,7 @@ class Alert:
     text: str
 
 
-def node_staleness(node: NodeState, now: float, t: Thresholds) -> Literal["ok", "stale", "lost"]:
+def node_staleness(node: DashNode, now: float, t: Thresholds) -> Literal["ok", "stale", "lost"]:
     if node.connected is False:
         return "lost"
     silent = node.silent_for(now)

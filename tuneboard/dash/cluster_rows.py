@@ -12,7 +12,7 @@ from rich.text import Text
 
 from tuneboard.dash import format as fmt
 from tuneboard.dash.alerts import Thresholds, node_staleness
-from tuneboard.dash.state import NodeState
+from tuneboard.dash.state import DashNode
 from tuneboard.dash.table_model import Cell, Column, Row
 
 Health = Literal["ok", "stale", "lost"]
@@ -69,7 +69,7 @@ def _util_cell(util: float | None, width: int = 4) -> Text:
     return text
 
 
-def _node_label(node: NodeState, health: Health, extra: str = "") -> Text:
+def _node_label(node: DashNode, health: Health, extra: str = "") -> Text:
     text = Text("● ", style=HEALTH_STYLE[health])
     text.append(node.name, style="bold")
     if extra:
@@ -77,7 +77,7 @@ def _node_label(node: NodeState, health: Health, extra: str = "") -> Text:
     return text
 
 
-def _gpu_summary(node: NodeState) -> str:
+def _gpu_summary(node: DashNode) -> str:
     names = {g.sample.name for g in node.gpus.values() if g.sample.name}
     short = ""
     if len(names) == 1:
@@ -85,7 +85,7 @@ def _gpu_summary(node: NodeState) -> str:
     return f" {len(node.gpus)}×{short}" if node.gpus else ""
 
 
-def _sums(node: NodeState) -> dict[str, float | None]:
+def _sums(node: DashNode) -> dict[str, float | None]:
     samples = [g.sample for g in node.gpus.values()]
 
     def total(attr: str) -> float | None:
@@ -118,7 +118,7 @@ def _int(value: float | None) -> int | None:
 
 
 def node_rows_detailed(
-    node: NodeState, health: Health, t: Thresholds, history_width: int
+    node: DashNode, health: Health, t: Thresholds, history_width: int
 ) -> list[Row]:
     dim = STALE_STYLE if health != "ok" else ""
     sums = _sums(node)
@@ -172,7 +172,7 @@ def node_rows_detailed(
 _LEVELS = "▁▂▃▄▅▆▇█"
 
 
-def gpu_blocks(node: NodeState, t: Thresholds, health: Health) -> Text:
+def gpu_blocks(node: DashNode, t: Thresholds, health: Health) -> Text:
     """One block per GPU: height = util, red when memory is near full or the GPU failed."""
     text = Text()
     for gpu in node.gpus.values():
@@ -189,7 +189,7 @@ def gpu_blocks(node: NodeState, t: Thresholds, health: Health) -> Text:
     return text
 
 
-def node_row_compact(node: NodeState, health: Health, t: Thresholds, history_width: int) -> Row:
+def node_row_compact(node: DashNode, health: Health, t: Thresholds, history_width: int) -> Row:
     sums = _sums(node)
     cpu = node.host.cpu_percent if node.host is not None else None
     used, total = _int(sums["used"]), _int(sums["total"])
@@ -214,11 +214,11 @@ def node_row_compact(node: NodeState, health: Health, t: Thresholds, history_wid
     )
 
 
-def health_of(node: NodeState, now: float, t: Thresholds) -> Health:
+def health_of(node: DashNode, now: float, t: Thresholds) -> Health:
     return node_staleness(node, now, t)
 
 
-def gpu_details(node: NodeState, index: int | None, now: float) -> str:
+def gpu_details(node: DashNode, index: int | None, now: float) -> str:
     """Two lines about a node (index None) or one of its GPUs, for the details panel."""
     if index is None or index not in node.gpus:
         host = node.host

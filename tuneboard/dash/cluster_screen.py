@@ -22,7 +22,7 @@ from tuneboard.dash.cluster_rows import (
     node_rows_detailed,
 )
 from tuneboard.dash.keyed_table import KeyedTable
-from tuneboard.dash.state import DashState, NodeState
+from tuneboard.dash.state import DashNode, DashState
 from tuneboard.dash.table_model import Column, Row
 
 #: Above this many GPUs the compact layout (one row per node) is the default.
@@ -89,7 +89,7 @@ class ClusterScreen(DashScreen):
         self._details()
 
     def _node_rows(
-        self, node: NodeState, health: Health, t: Thresholds, width: int, compact: bool
+        self, node: DashNode, health: Health, t: Thresholds, width: int, compact: bool
     ) -> list[Row]:
         key = (node.version, health, width, compact)
         cached = self._cache.get(node.name)

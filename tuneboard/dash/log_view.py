@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Log, Select
 
-from tuneboard.dash.state import LogState
+from tuneboard.dash.state import DashLogs
 
 ALL = "__all__"
 
@@ -16,7 +16,7 @@ class LogView(Vertical):
         super().__init__(id=id)
         self._node_names: tuple[str, ...] = ()
         self._seen_total = 0
-        self._logs: LogState | None = None
+        self._logs: DashLogs | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="log-controls"):
@@ -44,7 +44,7 @@ class LogView(Vertical):
     def _fmt(self, node: str, line: str) -> str:
         return line if self.node != ALL else f"{node} │ {line}"
 
-    def show(self, logs: LogState) -> None:
+    def show(self, logs: DashLogs) -> None:
         """Append what arrived since the last call (or rebuild if the nodes changed)."""
         self._logs = logs
         nodes = tuple(sorted(logs.lines))

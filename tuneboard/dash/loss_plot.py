@@ -7,7 +7,7 @@ from textual.widget import Widget
 
 from tuneboard.dash import format as fmt
 from tuneboard.dash.braille import Series, plot, value_range
-from tuneboard.dash.state import JobState
+from tuneboard.dash.state import DashJob
 
 AXIS_WIDTH = 8
 
@@ -19,12 +19,12 @@ class LossPlot(Widget):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._job: JobState | None = None
+        self._job: DashJob | None = None
         self._key: tuple[int, int, int] | None = None
         self._text = Text()
         self.renders = 0
 
-    def show(self, job: JobState) -> None:
+    def show(self, job: DashJob) -> None:
         key = (job.version, self.size.width, self.size.height)
         self._job = job
         if key != self._key:
@@ -36,7 +36,7 @@ class LossPlot(Widget):
         if self._job is not None:
             self.show(self._job)
 
-    def _build(self, job: JobState) -> Text:
+    def _build(self, job: DashJob) -> Text:
         self.renders += 1
         width = max(1, self.size.width - AXIS_WIDTH)
         height = max(2, self.size.height - 1)

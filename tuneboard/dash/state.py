@@ -32,15 +32,15 @@ EMA_BETA = 0.9
 
 
 @dataclass
-class GpuState:
+class DashGpu:
     sample: GpuSample
     util_history: deque[float | None] = field(default_factory=lambda: deque(maxlen=HISTORY_LEN))
 
 
 @dataclass
-class NodeState:
+class DashNode:
     name: str
-    gpus: dict[int, GpuState] = field(default_factory=dict)
+    gpus: dict[int, DashGpu] = field(default_factory=dict)
     host: HostSnapshot | None = None
     driver_version: str | None = None
     nvml_error: str | None = None
@@ -57,7 +57,7 @@ class NodeState:
 
 
 @dataclass
-class JobState:
+class DashJob:
     steps: list[StepMetrics] = field(default_factory=list)
     loss_ema: list[float | None] = field(default_factory=list)
     #: When (snapshot time) the latest new step arrived: stalls are measured from it.
@@ -93,7 +93,7 @@ class JobState:
 
 
 @dataclass
-class LogState:
+class DashLogs:
     lines: dict[str, deque[str]] = field(default_factory=dict)
     version: int = 0
     #: Lines received so far, all nodes (a view appends the ones it has not shown).
@@ -104,9 +104,9 @@ class LogState:
 
 class DashState:
     def __init__(self) -> None:
-        self.nodes: dict[str, NodeState] = {}
-        self.job = JobState()
-        self.logs = LogState()
+        self.nodes: dict[str, DashNode] = {}
+        self.job = DashJob()
+        self.logs = DashLogs()
         self.sources: dict[str, SourceStatus] = {}
         self.version = 0
         self.nodes_version = 0  # a node was added or removed
@@ -138,15 +138,15 @@ class DashState:
                 self._source(item)
             self.version += 1
 
-    def _node(self, name: str) -> NodeState:
+    def _node(self, name: str) -> DashNode:
         node = self.nodes.get(name)
         if node is None:
-            node = self.nodes[name] = NodeState(name)
+            node = self.nodes[name] = DashNode(name)
             self.nodes = dict(sorted(self.nodes.items()))
             self.nodes_version += 1
         return node
 
-    def _seen(self, node: NodeState, time_s: float, *, gpu: bool) -> None:
+    def _seen(self, node: DashNode, time_s: float, *, gpu: bool) -> None:
         if gpu and node.last_seen_s is not None and time_s > node.last_seen_s:
             gap = time_s - node.last_seen_s
             node.gap_s = gap if node.gap_s is None else 0.8 * node.gap_s + 0.2 * min(gap, 60.0)
@@ -166,7 +166,7 @@ class DashState:
             seen.add(sample.index)
             gpu = node.gpus.get(sample.index)
             if gpu is None:
-                gpu = node.gpus[sample.index] = GpuState(sample)
+                gpu = node.gpus[sample.index] = DashGpu(sample)
             gpu.sample = sample
             gpu.util_history.append(sample.util_percent)
         for index in [i for i in node.gpus if i not in seen]:

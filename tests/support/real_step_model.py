@@ -1,4 +1,4 @@
-"""The model that benchmarks/real_step.py trains: built from its config, method applied.
+"""The model that tests/support/real_step.py trains: built from its config, method applied.
 
 Its one job: a transformers model with random weights (no download) set up the way a
 recipe sets it up, through the recipes' own functions (recipes/train/modeling.py): `load_dtype`

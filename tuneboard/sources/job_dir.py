@@ -5,7 +5,7 @@ What is looked for under the directory D given, re-checked every `rescan_s` unti
 - metrics: `D/metrics.jsonl` (the launcher mirrors rank 0's there), else
   `D/*/metrics.jsonl` (e.g. `D/output/`), else `D/*/*/metrics.jsonl`. Every line is read
   from the start (the whole loss curve), one `StepMetrics` per line.
-- status: the launcher's `D/state.json` (tuneboard/sources/jobstate.py) when there is
+- status: the launcher's `D/state.json` (tuneboard/sources/job_status.py) when there is
   one, else the recipe's `status.json` next to metrics.jsonl.
 - logs: every `*.log` in D, `D/logs/` and next to metrics.jsonl; each file is one log
   stream named by its stem (the launcher writes `logs/<node>.log`; its `job.log`, the
@@ -22,12 +22,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
+from pydantic import ValidationError
+
+from launcher.job.store import JobState, state_from_json
 from tuneboard.sources.codec import CodecError, status_from, step_metrics
 from tuneboard.sources.filetail import FileTail
-from tuneboard.sources.jobinfo import job_info_from_recipe
-from tuneboard.sources.jobstate import recipe_name, status_from_state, world_size
+from tuneboard.sources.job_status import recipe_name, status_from_state
+from tuneboard.sources.recipe_info import job_info_from_recipe
 from tuneboard.sources.snapshots import (
     LogSnapshot,
     MetricsSnapshot,
@@ -77,7 +79,7 @@ class JobDirSource:
         self._scanned_at: float | None = None
         self._job_info_sent = False
         self._launcher = False
-        self._state: dict[str, Any] = {}
+        self._state: JobState | None = None
 
     @property
     def name(self) -> str:
@@ -133,12 +135,11 @@ class JobDirSource:
         return out
 
     def _job_info(self, now: float) -> list[Snapshot]:
-        if self._launcher and not self._state:
+        if self._launcher and self._state is None:
             return []  # wait for state.json: it names the recipe and the GPUs
         candidates = [self.directory / "recipe.yaml", self.directory / "recipe.yml"]
-        named = recipe_name(self._state)
-        if named:
-            candidates.insert(0, self.directory / named)
+        if self._state is not None:
+            candidates.insert(0, self.directory / recipe_name(self._state))
         if self._metrics is not None:
             candidates += sorted(self._metrics.path.parent.glob("*.yaml"))
         for path in candidates:
@@ -146,15 +147,10 @@ class JobDirSource:
                 info = job_info_from_recipe(path, now)
                 if info is not None:
                     self._job_info_sent = True
-                    gpus = world_size(self._state)
-                    name = self._state.get("name")
-                    return [
-                        replace(
-                            info,
-                            gpus=gpus or info.gpus,
-                            name=name if isinstance(name, str) else info.name,
-                        )
-                    ]
+                    if self._state is None:
+                        return [info]
+                    gpus = self._state.world_size or info.gpus
+                    return [replace(info, gpus=gpus, name=self._state.name)]
         return []
 
     def _read_metrics(self, now: float) -> MetricsSnapshot | None:
@@ -170,16 +166,24 @@ class JobDirSource:
             key = (st.st_mtime, st.st_size)
             if key == self._status_key:
                 return None
-            data = json.loads(self._status_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            raw = self._status_path.read_bytes()
+        except OSError:
             return None
-        if not isinstance(data, dict):
-            return None
-        self._status_key = key
         if self._launcher:
-            self._state = data
-            status = status_from_state(data, now)
+            try:
+                state = state_from_json(raw)
+            except ValidationError:
+                return None  # half-written (or not the launcher's): read it again later
+            self._status_key, self._state = key, state
+            status = status_from_state(state, now)
         else:
+            try:
+                data = json.loads(raw.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return None
+            if not isinstance(data, dict):
+                return None
+            self._status_key = key
             status = status_from(data, now)
         if self._last_status is not None and (
             status.phase,
