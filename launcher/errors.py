@@ -7,12 +7,14 @@ launcher/transport/remote_shell.py), so an error that printed one would leak it.
 
 from __future__ import annotations
 
+from planner.errors import UserInputError
+
 
 class LauncherError(Exception):
     """A launcher failure the CLI prints as one clean line (no traceback)."""
 
 
-class LauncherInputError(LauncherError, ValueError):
+class LauncherInputError(LauncherError, UserInputError):
     """Bad user input: a hostfile line, a host string, an environment name."""
 
 

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from planner.errors import PlannerInputError
+from planner.errors import UserInputError
 
 app = typer.Typer(
     name="tuneboard",
@@ -72,10 +72,6 @@ def _register(argv: list[str]) -> None:
         module.register(app)
 
 
-class UserError(Exception):
-    """Bad input found by the CLI layer itself; printed as one line, exit code 2."""
-
-
 def main(argv: list[str] | None = None) -> None:
     try:  # typer >= 0.20 vendors click as typer._click
         from typer._click import exceptions as click_exc
@@ -86,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     _register(args)
     try:
         code = app(args=args, standalone_mode=False, prog_name="tuneboard")
-    except (PlannerInputError, UserError) as exc:
+    except UserInputError as exc:  # every layer's bad-input error: one line, exit 2
         _fail(str(exc))
     except click_exc.NoArgsIsHelpError as exc:
         # `tuneboard plan` with no arguments: show its help, like --help.

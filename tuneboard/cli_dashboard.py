@@ -65,13 +65,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _fake_shape(text: str) -> tuple[int, int]:
-    from planner.errors import PlannerInputError
+    from planner.errors import UserInputError
 
     parts = text.lower().split("x")
     if len(parts) == 1:
         parts = ["1", parts[0]]
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise PlannerInputError(
+        raise UserInputError(
             f"--fake-gpus {text!r}: write NODESxGPUS like 3x8, or a GPU count like 8"
         )
     return int(parts[0]), int(parts[1])
@@ -79,29 +79,28 @@ def _fake_shape(text: str) -> tuple[int, int]:
 
 def _resolve_job(job: str) -> Path:
     """A directory, or a launcher job: its id, a unique prefix of it, or `latest`."""
-    from planner.errors import PlannerInputError
+    from planner.errors import UserInputError
 
     path = Path(job).expanduser()
     if path.exists():
         return path
     try:
-        from launcher.errors import LauncherInputError
         from launcher.job.store import find_job
     except ImportError:  # the launcher's job layer is not installed
-        raise PlannerInputError(f"job directory {job!r} does not exist") from None
+        raise UserInputError(f"job directory {job!r} does not exist") from None
     try:
         return find_job(job).path
-    except LauncherInputError as exc:
-        raise PlannerInputError(f"{job!r} is not a directory, nor a job: {exc}") from None
+    except UserInputError as exc:
+        raise UserInputError(f"{job!r} is not a directory, nor a job: {exc}") from None
 
 
 def latest_job_or_none() -> str | None:
     """`latest` when a job was launched from this machine, else None."""
-    from planner.errors import PlannerInputError
+    from planner.errors import UserInputError
 
     try:
         _resolve_job("latest")
-    except PlannerInputError:
+    except UserInputError:
         return None
     return "latest"
 
@@ -186,23 +185,23 @@ def dashboard(
     agent_fake_gpus: Annotated[int | None, typer.Option(hidden=True)] = None,
     stats: Annotated[Path | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    from planner.errors import PlannerInputError
+    from planner.errors import UserInputError
     from tuneboard.dash.config import DashConfig
 
     if interval <= 0:
-        raise PlannerInputError(f"--interval must be positive, got {interval}")
+        raise UserInputError(f"--interval must be positive, got {interval}")
     sources: list[Source] = []
     config = DashConfig(interval_s=interval, record=record, stats_path=stats, compact=compact)
     labels: list[str] = []
     remote = bool(hosts) or hostfile is not None
     if replay is not None and (job is not None or fake_gpus is not None or remote):
-        raise PlannerInputError(
+        raise UserInputError(
             "--replay plays a recording: give it without JOB, --fake-gpus, --hosts or --hostfile"
         )
     if fake_gpus is not None and remote:
-        raise PlannerInputError("--fake-gpus fakes this machine's GPUs: give it without --hosts")
+        raise UserInputError("--fake-gpus fakes this machine's GPUs: give it without --hosts")
     if hosts and hostfile is not None:
-        raise PlannerInputError("give the nodes as --hosts or as --hostfile, not both")
+        raise UserInputError("give the nodes as --hosts or as --hostfile, not both")
     ssh = _SshChoice(
         hosts=[h for text in hosts or () for h in text.split(",")],
         hostfile=hostfile,
@@ -222,7 +221,7 @@ def dashboard(
             check_recording(replay)
             source = ReplaySource(replay, speed=speed)
         except ReplayError as exc:
-            raise PlannerInputError(str(exc)) from None
+            raise UserInputError(str(exc)) from None
         sources.append(source)
         config.clock = source.virtual_time
         labels.append(f"replay ×{speed:g}" if speed != 1 else "replay")
@@ -276,31 +275,27 @@ class _SshChoice:
         """An agent source per node of --hosts / --hostfile, else of a launched job with a
         remote node; None: this machine only."""
         from launcher.cluster import Cluster
-        from launcher.errors import LauncherInputError
-        from planner.errors import PlannerInputError
         from tuneboard.sources.ssh_agent import AgentCommand, ssh_agent_sources
 
         options, python = self.options, self.python
-        try:
-            if self.hosts:
-                nodes = Cluster.from_hosts(self.hosts, "--hosts").nodes
-            elif self.hostfile is not None:
-                nodes = Cluster.from_hostfile(self.hostfile).nodes
-            elif job_dir is not None and (job_dir / "state.json").is_file():
-                from launcher.job.reconnect import connect_options as job_options
-                from launcher.job.reconnect import nodes_of
-                from launcher.job.store import JobDir
+        # a bad hostfile or job state raises UserInputError: one line from tuneboard.cli
+        if self.hosts:
+            nodes = Cluster.from_hosts(self.hosts, "--hosts").nodes
+        elif self.hostfile is not None:
+            nodes = Cluster.from_hostfile(self.hostfile).nodes
+        elif job_dir is not None and (job_dir / "state.json").is_file():
+            from launcher.job.reconnect import connect_options as job_options
+            from launcher.job.reconnect import nodes_of
+            from launcher.job.store import JobDir
 
-                state = JobDir(job_dir).read_state()
-                nodes = nodes_of(state)
-                if all(node.local for node in nodes):
-                    return None
-                options = options or job_options(state)
-                python = python or state.python
-            else:
+            state = JobDir(job_dir).read_state()
+            nodes = nodes_of(state)
+            if all(node.local for node in nodes):
                 return None
-        except LauncherInputError as exc:
-            raise PlannerInputError(str(exc)) from None
+            options = options or job_options(state)
+            python = python or state.python
+        else:
+            return None
         options = options or connect_options(None, None, None, False)
         check_ssh_files(options)
         command = AgentCommand(
@@ -327,11 +322,11 @@ def agent(
     ] = None,
     count: Annotated[int | None, typer.Option(help="Stop after this many samples.")] = None,
 ) -> None:
-    from planner.errors import PlannerInputError
+    from planner.errors import UserInputError
     from tuneboard.agent import AgentOptions, run_agent
 
     if interval <= 0:
-        raise PlannerInputError(f"--interval must be positive, got {interval}")
+        raise UserInputError(f"--interval must be positive, got {interval}")
     raise typer.Exit(
         run_agent(
             AgentOptions(

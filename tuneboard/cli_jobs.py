@@ -17,10 +17,11 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from launcher.errors import LauncherError, LauncherInputError
+from launcher.errors import LauncherError
 from launcher.job.control import live_status, resume_request, stop_job
-from launcher.job.store import JobDir, JobState, find_job, list_job_dirs, supervisor_alive
-from tuneboard.cli_launch import EXIT_FAILED, EXIT_INPUT, run_launch
+from launcher.job.store import JobDir, find_job, list_job_dirs, supervisor_alive
+from planner.errors import UserInputError
+from tuneboard.cli_launch import EXIT_FAILED, run_launch
 from tuneboard.output import console, emit, error_console
 from tuneboard.render_launch import job_summary, render_jobs, render_status
 
@@ -34,13 +35,6 @@ def register(app: typer.Typer) -> None:
     app.command(name="logs", help="A job's log (every node, or one); -f follows it.")(logs)
     app.command(name="stop", help="Stop a job on every node (its processes only).")(stop)
     app.command(name="resume", help="Launch a job again from its latest checkpoint.")(resume)
-
-
-def _find(job: str) -> JobDir:
-    try:
-        return find_job(job)
-    except LauncherInputError as err:
-        raise _exit(str(err), EXIT_INPUT) from None
 
 
 def jobs(as_json: JsonFlag = False) -> None:
@@ -60,8 +54,8 @@ def jobs(as_json: JsonFlag = False) -> None:
 
 
 def status(job: JobArg, as_json: JsonFlag = False) -> None:
-    found = _find(job)
-    state = _read(found)
+    found = find_job(job)
+    state = found.read_state()
     alive = supervisor_alive(state)
     data: dict[str, Any] = {
         **dataclasses.asdict(state),
@@ -79,12 +73,12 @@ def logs(
     ] = False,
     node: Annotated[str | None, typer.Option("--node", help="Only this node's lines.")] = None,
 ) -> None:
-    found = _find(job)
-    state = _read(found)
+    found = find_job(job)
+    state = found.read_state()
     if node is not None:
         names = [n.name for n in state.nodes]
         if node not in names:
-            raise _exit(f"--node {node!r}: job {state.id} runs on {', '.join(names)}", EXIT_INPUT)
+            raise UserInputError(f"--node {node!r}: job {state.id} runs on {', '.join(names)}")
         path = found.node_log(node)
     else:
         path = found.combined_log
@@ -120,9 +114,11 @@ def stop(
         float | None, typer.Option("--grace", help="Seconds between TERM and KILL.")
     ] = None,
 ) -> None:
-    found = _find(job)
+    found = find_job(job)
     try:
         outcome = stop_job(found, grace_s=grace)
+    except UserInputError:
+        raise
     except LauncherError as err:
         raise _exit(str(err), EXIT_FAILED) from None
     state = outcome.state
@@ -141,22 +137,14 @@ def resume(
     detach: Annotated[bool, typer.Option("--detach", help="Return once it has started.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Preflight and print only.")] = False,
 ) -> None:
-    found = _find(job)
-    state = _read(found)
+    found = find_job(job)
+    state = found.read_state()
     if not state.final:
-        raise _exit(
-            f"job {state.id} is {state.status}: stop it first (`tuneboard stop {state.id}`)",
-            EXIT_INPUT,
+        raise UserInputError(
+            f"job {state.id} is {state.status}: stop it first (`tuneboard stop {state.id}`)"
         )
     request = resume_request(found, state, None)
     raise typer.Exit(run_launch(request, dry_run=dry_run, detach=detach))
-
-
-def _read(job: JobDir) -> JobState:
-    try:
-        return job.read_state()
-    except LauncherInputError as err:
-        raise _exit(str(err), EXIT_INPUT) from None
 
 
 def _exit(message: str, code: int) -> typer.Exit:

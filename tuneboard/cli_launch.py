@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from launcher.errors import LauncherError, LauncherInputError
+from launcher.errors import LauncherError
 from launcher.job.launch import (
     LaunchRequest,
     check,
@@ -29,6 +29,7 @@ from launcher.job.launch import (
     sync_files,
 )
 from launcher.job.store import JobDir, JobState, JobStatus
+from planner.errors import UserInputError
 from tuneboard.cli_ssh import (
     Hostfile,
     Identity,
@@ -47,7 +48,6 @@ from tuneboard.render_launch import (
 )
 
 EXIT_FAILED = 1
-EXIT_INPUT = 2
 EXIT_REFUSED = 3
 EXIT_STOPPED = 130
 
@@ -150,10 +150,7 @@ def launch(
 def run_launch(request: LaunchRequest, *, dry_run: bool, detach: bool) -> int:
     """The whole launch, rendered; returns the exit code. Shared with `tuneboard resume`."""
     out = console()
-    try:
-        prepared = prepare(request)
-    except LauncherInputError as err:
-        return _fail(str(err), EXIT_INPUT)
+    prepared = prepare(request)  # bad input raises UserInputError: tuneboard.cli prints it
     try:
         with connect(prepared) as pool:
             checked = check(prepared, pool)
@@ -204,8 +201,8 @@ def run_launch(request: LaunchRequest, *, dry_run: bool, detach: bool) -> int:
             return _exit_code(final)
     except KeyboardInterrupt:
         return _fail("interrupted before anything started", EXIT_STOPPED)
-    except LauncherInputError as err:
-        return _fail(str(err), EXIT_INPUT)
+    except UserInputError:
+        raise  # one line and exit 2, printed by tuneboard.cli.main
     except LauncherError as err:
         return _fail(str(err), EXIT_FAILED)
 

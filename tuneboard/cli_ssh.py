@@ -50,17 +50,13 @@ def connect_options(
 def check_ssh_files(options: ConnectOptions) -> None:
     """One clear line, before anything connects, for SSH files that cannot work: a missing
     identity file, a known_hosts that is not a file, an ssh config that does not parse."""
-    from launcher.errors import LauncherInputError
     from launcher.transport.ssh_config import load_ssh_config
-    from planner.errors import PlannerInputError
+    from planner.errors import UserInputError
 
     for key in options.identity_files:
         if not key.expanduser().is_file():
-            raise PlannerInputError(f"--identity {key}: no such file (an SSH private key)")
+            raise UserInputError(f"--identity {key}: no such file (an SSH private key)")
     known = options.known_hosts.expanduser()
     if known.exists() and not known.is_file():
-        raise PlannerInputError(f"--known-hosts {known} is not a file")
-    try:
-        load_ssh_config(options.ssh_config)
-    except LauncherInputError as exc:
-        raise PlannerInputError(str(exc)) from None
+        raise UserInputError(f"--known-hosts {known} is not a file")
+    load_ssh_config(options.ssh_config)  # raises LauncherInputError, a UserInputError

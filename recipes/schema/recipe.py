@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from planner.errors import UserInputError
 from recipes.schema import rules as schema_rules
 from recipes.schema.aliases import AliasError, normalize
 from recipes.schema.chat_templates import check_chat_template_value
@@ -436,7 +437,7 @@ class Recipe(_Section):
         return self
 
 
-class RecipeError(ValueError):
+class RecipeError(UserInputError):
     """A recipe that does not validate; the message names each bad key."""
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from planner.errors import UserInputError
 from recipes.schema.rules import TASK_FORMATS
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ SUFFIXES = {
 SAMPLE_ROWS = 50
 
 
-class DataError(ValueError):
+class DataError(UserInputError):
     """Data that cannot train this recipe; the message names the file and what is wrong."""
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from launcher.job.store import jobs_root, list_job_dirs
+from launcher.job.store import JobDir, Progress, jobs_root, list_job_dirs
 from launcher.transport.base import ConnectOptions
 from recipes.train.toy_data import write as write_tiny_data
 from tests.conftest import ROOT
@@ -88,7 +88,7 @@ def tb(
 ) -> subprocess.CompletedProcess[str]:
     """`tuneboard ARGS` in a fresh process (the launch and jobs commands)."""
     return subprocess.run(
-        [sys.executable, "-m", "tests.launch_app", *args],
+        [sys.executable, "-m", "tuneboard", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -176,3 +176,44 @@ def state_home(tmp_path: Path) -> Iterator[Path]:
         yield state
     finally:
         kill_jobs_in(state)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
+
+
+def known_hosts(sshd: SshdCluster) -> list[str]:
+    return ["--known-hosts", str(sshd.known_hosts)]
+
+
+def only_job(state: Path) -> JobDir:
+    [job] = list_job_dirs(tuneboard_home(state))
+    return job
+
+
+def leaked(secret: str, *folders: Path) -> str:
+    found = subprocess.run(
+        ["grep", "-rl", "-F", secret, *map(str, folders)], capture_output=True, text=True
+    )
+    return found.stdout
+
+
+class Recorder:
+    """A launch sink that keeps every line (with its arrival time) and event."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str, int | None, str]] = []
+        self.events: list[str] = []
+        self.killed_at: float | None = None
+
+    def line(self, node: str, rank: int | None, text: str) -> None:
+        self.lines.append((time.monotonic(), node, rank, text))
+
+    def progress(self, progress: Progress) -> None:
+        del progress
+
+    def event(self, text: str) -> None:
+        self.events.append(text)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from launcher.errors import LauncherInputError
 from launcher.job.store import (
@@ -30,7 +29,7 @@ from launcher.job.store import (
 from launcher.preflight.checks import node_probe
 from launcher.preflight.rendezvous import Arrivals, listen_outcome
 from tests.conftest import ROOT
-from tests.launch_app import app
+from tests.support.cli import invoke
 from tests.support.jobs import add_job, make_state
 
 
@@ -84,9 +83,8 @@ def test_jobs_status_and_logs_commands(state_home: Path) -> None:
     lost = add_job(state_home, "tiny-0101-000001-bbbb", 2.0, status="running", supervisor_pid=1)
     job.combined_log.write_text("node0/0 hello\nnode1/2 world\n")
     job.node_log("node1").write_text("node1/2 world\n")
-    runner = CliRunner()
 
-    listed = runner.invoke(app, ["jobs", "--json"])
+    listed = invoke(["jobs", "--json"])
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.stdout)
     assert [(r["id"], r["status"], r["status_shown"]) for r in rows] == [
@@ -94,29 +92,29 @@ def test_jobs_status_and_logs_commands(state_home: Path) -> None:
         (lost.id, "running", "lost"),  # its supervisor is gone: it may still run on the nodes
     ]
     assert rows[0]["progress"]["step"] == 40 and rows[0]["world_size"] == 4
-    table = runner.invoke(app, ["jobs"]).stdout
+    table = invoke(["jobs"]).stdout
     assert job.id in table and "40/40" in table and "lost" in table
 
-    status = runner.invoke(app, ["status", "tiny-0101-000000", "--json"])
+    status = invoke(["status", "tiny-0101-000000", "--json"])
     data = json.loads(status.stdout)
     assert data["id"] == job.id and data["job_dir"] == str(job.path)
     assert data["secret_names"] == ["HF_TOKEN"] and data["supervisor_alive"] is False
-    shown = runner.invoke(app, ["status", lost.id]).stdout
+    shown = invoke(["status", lost.id]).stdout
     assert "lost" in shown and f"tuneboard stop {lost.id}" in shown
 
-    assert runner.invoke(app, ["logs", job.id]).stdout == "node0/0 hello\nnode1/2 world\n"
-    assert runner.invoke(app, ["logs", job.id, "--node", "node1"]).stdout == "node1/2 world\n"
-    bad = runner.invoke(app, ["logs", job.id, "--node", "node9"])
+    assert invoke(["logs", job.id]).stdout == "node0/0 hello\nnode1/2 world\n"
+    assert invoke(["logs", job.id, "--node", "node1"]).stdout == "node1/2 world\n"
+    bad = invoke(["logs", job.id, "--node", "node9"])
     assert bad.exit_code == 2 and "runs on node0, node1" in bad.stderr
-    missing = runner.invoke(app, ["status", "nope"])
+    missing = invoke(["status", "nope"])
     assert missing.exit_code == 2 and missing.stderr.count("\n") == 1
-    refused = runner.invoke(app, ["resume", lost.id])
+    refused = invoke(["resume", lost.id])
     assert refused.exit_code == 2 and "stop it first" in refused.stderr
 
 
 def test_stop_of_an_ended_job_says_so(state_home: Path) -> None:
     job = add_job(state_home, "tiny-0101-000000-aaaa", 1.0)
-    result = CliRunner().invoke(app, ["stop", job.id])
+    result = invoke(["stop", job.id])
     assert result.exit_code == 0 and "had already ended: succeeded" in result.stdout
 
 
@@ -139,7 +137,7 @@ def test_bad_input_is_one_line_exit_2_and_starts_nothing(
     (tmp_path / "hosts").write_text("node1 slots=x\n")
     args = [str(tmp_path / "hosts") if a == "HOSTS" else a for a in args]
     r = subprocess.run(
-        [sys.executable, "-m", "tests.launch_app", "launch", str(recipe), "--cpu", *args],
+        [sys.executable, "-m", "tuneboard", "launch", str(recipe), "--cpu", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -274,7 +272,7 @@ def test_the_last_node_stops_the_listener_or_gives_up_waiting_for_it() -> None:
 
 def test_launcher_and_its_commands_import_without_the_training_stack() -> None:
     code = (
-        "import sys, tuneboard.cli_launch, tuneboard.cli_jobs, tests.launch_app\n"
+        "import sys, tuneboard.cli, tuneboard.cli_launch, tuneboard.cli_jobs\n"
         "commands = set(sys.modules)\n"
         "import pkgutil, importlib, launcher\n"
         "for m in pkgutil.walk_packages(launcher.__path__, 'launcher.'):\n"
