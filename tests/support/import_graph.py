@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 #: The project's own top-level packages (what the rules are about).
@@ -103,8 +104,14 @@ def imports_of(module: str, source: str, modules: Iterable[str]) -> list[Import]
     return found
 
 
+@lru_cache(maxsize=4096)
+def _imports_cached(module: str, source: str, modules: frozenset[str]) -> tuple[Import, ...]:
+    return tuple(imports_of(module, source, modules))
+
+
 def all_imports(sources: Mapping[str, str]) -> list[Import]:
-    return [i for name, src in sources.items() for i in imports_of(name, src, sources)]
+    modules = frozenset(sources)
+    return [i for name, src in sources.items() for i in _imports_cached(name, src, modules)]
 
 
 def cycles(imports: Iterable[Import], modules: Iterable[str]) -> list[list[str]]:
