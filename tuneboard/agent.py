@@ -24,7 +24,7 @@ from tuneboard.sources.agent_stream import agent_line
 from tuneboard.sources.base import Source
 from tuneboard.sources.fake_nvml import fake_node
 from tuneboard.sources.filetail import FileTail
-from tuneboard.sources.host import HostSampler
+from tuneboard.sources.host_sampler import HostSampler
 from tuneboard.sources.job_dir import LOG_TAIL_BYTES, JobDirSource, metrics_snapshot
 from tuneboard.sources.nvml_api import NvmlApi, real_nvml
 from tuneboard.sources.nvml_sampler import NvmlSampler

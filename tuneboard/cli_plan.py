@@ -183,7 +183,7 @@ def plan(
         Path | None, typer.Option("--write", help="Write the recommendation as a recipe YAML")
     ] = None,
 ) -> None:
-    from planner.cluster import build_cluster
+    from planner.cluster_spec import build_cluster
     from planner.models import resolve_model_config
     from planner.report import plan_to_dict
     from planner.search import make_plan

@@ -17,7 +17,7 @@ from recipes.schema import (
     TrainingSection,
     dump_recipe,
 )
-from recipes.schema.messages import format_validation_error
+from recipes.schema.validation_messages import format_validation_error
 
 GIB = 1024**3
 

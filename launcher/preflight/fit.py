@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from planner.cluster import cluster_from_parts
+from planner.cluster_spec import cluster_from_parts
 from planner.errors import PlannerInputError
 from planner.gpus import gpu_from_nvml_name
 from planner.hf_config import spec_from_hf_config

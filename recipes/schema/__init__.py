@@ -2,7 +2,7 @@
 only, no torch: the CLI, the launcher and the nodes all read it).
 
 recipe.py holds the sections and how a file is read and written; rules.py the rules
-that span several keys; messages.py turns validation errors into one line per bad key;
+that span several keys; validation_messages.py turns validation errors into one line per bad key;
 aliases.py maps other tools' key names onto ours; chat_templates.py names the built-in
 chat templates. The names below are the format's public API.
 """

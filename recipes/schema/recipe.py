@@ -22,7 +22,7 @@ from planner.errors import UserInputError
 from recipes.schema import rules as schema_rules
 from recipes.schema.aliases import AliasError, normalize
 from recipes.schema.chat_templates import check_chat_template_value
-from recipes.schema.messages import format_validation_error, section_fields
+from recipes.schema.validation_messages import format_validation_error, section_fields
 
 MethodKind = Literal["full", "freeze", "lora", "qlora", "dora"]
 PrecisionKind = Literal["bf16-mixed", "bf16-pure", "fp16-mixed", "fp32"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from planner.cluster import cluster_from_parts
+from planner.cluster_spec import cluster_from_parts
 from planner.gpus import find_gpu
 from planner.specs import ClusterSpec, ModelSpec
 

@@ -224,3 +224,38 @@ def test_a_module_past_the_line_limit_is_caught(sources: dict[str, str]) -> None
     padding = "\n".join(f"X{i} = {i}" for i in range(MAX_LINES))
     found = violations(_with(sources, "planner.specs", padding))
     assert len(found) == 1 and found[0].startswith("planner.specs: ")
+
+
+def _a_letter_apart(a: str, b: str) -> bool:
+    """One insertion, deletion or substitution turns a into b (reward/rewards, tiny/tiny_)."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
+def look_alikes(modules: list[str]) -> list[tuple[str, str]]:
+    by_package: dict[str, list[str]] = {}
+    for name in modules:
+        package, _, leaf = name.rpartition(".")
+        by_package.setdefault(package, []).append(leaf)
+    return [
+        (f"{package}.{a}", f"{package}.{b}")
+        for package, leaves in by_package.items()
+        for i, a in enumerate(sorted(leaves))
+        for b in sorted(leaves)[i + 1 :]
+        if _a_letter_apart(a, b)
+    ]
+
+
+def test_no_two_modules_of_a_package_are_a_letter_apart(sources: dict[str, str]) -> None:
+    assert look_alikes(list(sources)) == []
+    # what the rule is for: the names this project once had
+    assert look_alikes(
+        ["recipes.reward", "recipes.rewards", "planner.trace", "planner.traced"]
+    ) == [
+        ("recipes.reward", "recipes.rewards"),
+        ("planner.trace", "planner.traced"),
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from planner.cluster import build_cluster, parse_bytes, parse_gpus, parse_network
+from planner.cluster_spec import build_cluster, parse_bytes, parse_gpus, parse_network
 from planner.errors import PlannerInputError
 
 

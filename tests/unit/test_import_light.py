@@ -35,7 +35,7 @@ def test_core_packages_do_not_import_heavy_libraries() -> None:
 def test_plan_command_path_stays_light() -> None:
     modules = _loaded_after(
         "from tuneboard import cli, cli_plan, render_plan\n"
-        "import planner.search, planner.models, planner.cluster, planner.report"
+        "import planner.search, planner.models, planner.cluster_spec, planner.report"
     )
     leaked = [m for m in HEAVY if m in modules]
     assert leaked == [], f"heavy imports leaked into the plan path: {leaked}"

@@ -29,7 +29,7 @@ from launcher.job.store import (
 from launcher.preflight.checks import node_probe
 from launcher.preflight.rendezvous import Arrivals, listen_outcome
 from tests.conftest import ROOT
-from tests.support.cli import invoke
+from tests.support.cli_runner import invoke
 from tests.support.jobs import add_job, make_state
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from planner.cluster import build_cluster
+from planner.cluster_spec import build_cluster
 from planner.errors import PlannerInputError
 from planner.models import resolve_model
 from planner.search import make_plan

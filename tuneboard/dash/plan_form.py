@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
-from planner.cluster import build_cluster
+from planner.cluster_spec import build_cluster
 from planner.errors import PlannerInputError
 from planner.gpus import gpu_from_nvml_name
 from planner.model_catalog import find_catalog_entry

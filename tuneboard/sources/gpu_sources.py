@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from tuneboard.sources.fake_nvml import fake_node
-from tuneboard.sources.host import HostSampler
+from tuneboard.sources.host_sampler import HostSampler
 from tuneboard.sources.nvml_api import NvmlApi, real_nvml
 from tuneboard.sources.nvml_sampler import NvmlSampler
 from tuneboard.sources.snapshots import HostSnapshot, Snapshot
