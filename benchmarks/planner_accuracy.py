@@ -150,6 +150,7 @@ def _analytic(config: dict[str, Any], setup: Setup) -> tuple[int, int, int]:
 
 def _trace(config: dict[str, Any], setup: Setup) -> tuple[int, float]:
     from planner.fake_trace import trace_training_step
+    from planner.trace_plan import TRACE_OPTIMIZER
 
     method = "lora" if setup.method == "qlora" else setup.method
     r = trace_training_step(
@@ -161,6 +162,7 @@ def _trace(config: dict[str, Any], setup: Setup) -> tuple[int, float]:
         lora_rank=setup.lora_rank,
         lora_alpha=2 * setup.lora_rank,
         warm_start=True,
+        optimizer=TRACE_OPTIMIZER[setup.optimizer],
     )
     return r.peak_bytes, r.elapsed_s
 

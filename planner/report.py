@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from planner.search import Candidate, Plan
+from planner.setups import OPTIMIZER_IMPLEMENTATIONS
 
 if TYPE_CHECKING:
     from planner.trace_plan import TraceSummary
@@ -25,6 +26,7 @@ def candidate_to_dict(
     return {
         "setup": setup,
         "label": c.setup.label(),
+        "optimizer_implementation": OPTIMIZER_IMPLEMENTATIONS[c.setup.optimizer],
         "per_gpu_bytes": {
             "weights": m.weights_bytes,
             "gradients": m.gradients_bytes,

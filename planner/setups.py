@@ -16,7 +16,13 @@ from planner.specs import ClusterSpec, ModelSpec
 
 Method = Literal["full", "freeze", "lora", "qlora", "dora"]
 Precision = Literal["bf16-mixed", "bf16-pure", "fp16-mixed", "fp32"]
-Optimizer = Literal["adamw", "adamw-8bit", "paged-adamw-8bit", "adafactor", "sgd"]
+#: The optimizer *and its implementation*, as the recipes run it on CUDA (the step's
+#: transient memory differs: planner/memory/optimizer_step.py). `adamw` is torch's fused
+#: AdamW (`adamw_torch_fused`, the recipes' and transformers' default), `adamw-foreach`
+#: is `adamw_torch` on CUDA, `adamw-single` torch's single-tensor loop (a CPU run).
+Optimizer = Literal[
+    "adamw", "adamw-foreach", "adamw-single", "adamw-8bit", "paged-adamw-8bit", "adafactor", "sgd"
+]
 Fsdp = Literal["full", "grad-op", "hybrid"]
 Offload = Literal["none", "cpu", "nvme"]
 Attention = Literal["sdpa", "flash", "eager"]
@@ -24,6 +30,16 @@ Attention = Literal["sdpa", "flash", "eager"]
 METHODS: tuple[Method, ...] = get_args(Method)
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 OPTIMIZERS: tuple[Optimizer, ...] = get_args(Optimizer)
+#: What each `Optimizer` is, in the words of the libraries that implement it.
+OPTIMIZER_IMPLEMENTATIONS: dict[Optimizer, str] = {
+    "adamw": "torch AdamW, fused kernel",
+    "adamw-foreach": "torch AdamW, foreach kernels",
+    "adamw-single": "torch AdamW, single-tensor loop",
+    "adamw-8bit": "bitsandbytes AdamW8bit",
+    "paged-adamw-8bit": "bitsandbytes PagedAdamW8bit",
+    "adafactor": "transformers Adafactor",
+    "sgd": "torch SGD, no momentum",
+}
 FSDP_MODES: tuple[Fsdp, ...] = get_args(Fsdp)
 OFFLOADS: tuple[Offload, ...] = get_args(Offload)
 ATTENTIONS: tuple[Attention, ...] = get_args(Attention)

@@ -24,7 +24,7 @@ from planner.errors import PlannerInputError
 from planner.layers import resolve_lora_targets
 from planner.memory.breakdown import MemoryBreakdown, estimate_memory
 from planner.search import Candidate, Plan, memory_fits, why_not
-from planner.setups import Setup
+from planner.setups import Optimizer, Setup
 from planner.specs import ClusterSpec, ModelSpec
 
 #: At most this many distinct traces per plan (each takes seconds).
@@ -60,6 +60,16 @@ def trace_key(setup: Setup) -> tuple[Any, ...]:
     )
 
 
+#: The fake-tensor harness's name for each optimizer it can run (planner/fake_trace.py);
+#: the others are traced as fused AdamW (the trace feeds forward/backward bytes only).
+TRACE_OPTIMIZER: dict[Optimizer, str] = {
+    "adamw": "adamw_fused",
+    "adamw-foreach": "adamw_foreach",
+    "adamw-single": "adamw",
+    "sgd": "sgd",
+}
+
+
 def run_trace(spec: ModelSpec, config: Mapping[str, Any], setup: Setup) -> TraceSummary:
     """Trace `setup` on fake tensors. Raises PlannerInputError if the model cannot be traced."""
     if setup.tp > 1 or setup.pp > 1:
@@ -73,10 +83,16 @@ def run_trace(spec: ModelSpec, config: Mapping[str, Any], setup: Setup) -> Trace
             f"--trace needs torch, transformers and peft ({exc.name} is missing): "
             "pip install 'tuneboard[train]'"
         ) from None
-    stand_in = None
+    notes = []
     method = setup.method
     if method == "qlora":
-        method, stand_in = "lora", "QLoRA traced as LoRA on bf16 weights; 4-bit weights analytic"
+        method = "lora"
+        notes.append("QLoRA traced as LoRA on bf16 weights; 4-bit weights analytic")
+    optimizer = TRACE_OPTIMIZER.get(setup.optimizer)
+    if optimizer is None:
+        optimizer = "adamw_fused"
+        notes.append(f"{setup.optimizer} traced as fused AdamW; its states analytic")
+    stand_in = "; ".join(notes) or None
     dtype = {"fp32": "fp32", "fp16-mixed": "fp16"}.get(setup.precision, "bf16")
     attn = {"flash": "sdpa"}.get(setup.attention, setup.attention)
     if spec.model_type == "bloom":
@@ -99,6 +115,7 @@ def run_trace(spec: ModelSpec, config: Mapping[str, Any], setup: Setup) -> Trace
             lora_targets=targets,
             freeze_trainable_layers=setup.freeze_trainable_layers,
             warm_start=True,
+            optimizer=optimizer,
         )
     except (ValueError, KeyError, TypeError, RuntimeError, NotImplementedError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

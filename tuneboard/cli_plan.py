@@ -117,7 +117,8 @@ def plan(
     optimizer: Annotated[
         str | None,
         typer.Option(
-            help="adamw | adamw-8bit | paged-adamw-8bit | adafactor | sgd [default: adamw]"
+            help="adamw (torch fused, what the recipes run) | adamw-foreach | adamw-single | "
+            "adamw-8bit | paged-adamw-8bit | adafactor | sgd [default: adamw]"
         ),
     ] = None,
     zero: Annotated[int | None, typer.Option("--zero", help="DeepSpeed ZeRO stage 0-3")] = None,

@@ -27,6 +27,12 @@ def recipe_from_plan(plan: Plan) -> Recipe:
     if rec is None:
         raise PlannerInputError("--write: nothing fits, so there is no recommendation to write")
     s = rec.setup
+    if s.optimizer == "adamw-single":
+        raise PlannerInputError(
+            "--write: --optimizer adamw-single is torch's single-tensor loop (what a CPU run "
+            "takes), which a recipe cannot ask for: plan with adamw (fused, the default) or "
+            "adamw-foreach"
+        )
     model_name = plan.model.hf_id or plan.model.name
     dtype = (
         "float32"

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from planner.memory.overhead import USABLE_FRACTION
 from planner.search import Plan
+from planner.setups import OPTIMIZER_IMPLEMENTATIONS
 
 GIB = 1024**3
 
@@ -79,7 +80,8 @@ def render_plan(
     first = plan.candidates[0].setup if plan.candidates else None
     if first is not None:
         con.print(
-            f"seq {first.seq_len} · {first.precision} · {first.optimizer}"
+            f"seq {first.seq_len} · {first.precision} · {first.optimizer} "
+            f"({OPTIMIZER_IMPLEMENTATIONS[first.optimizer]})"
             + (f" · LoRA r={first.lora_rank} {first.lora_targets}" if first.is_adapter else "")
         )
     for note in plan.notes:

@@ -17,6 +17,8 @@ Sizes follow the DeepSpeed / FSDP settings tuneboard writes into its recipes
 - DeepSpeed's fp32 gradient copies, which the ZeRO paper's 2Ψ + 2Ψ + 12Ψ does
   not count (DeepSpeed's own estimators do: 2Ψ + 18Ψ/N for ZeRO-2, 18Ψ/N for
   ZeRO-3; tests/unit/test_deepspeed_estimators.py).
+- The optimizer step's own transient copies, by implementation:
+  planner/memory/optimizer_step.py.
 - QLoRA dequantises one 4-bit weight at a time to the compute dtype. (DoRA's
   weight-norm transient is an activation-time term: planner/memory/activations.py.)
 """
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from planner.layers import layer_linears
 from planner.memory.dtypes import ADAPTER, LAYOUTS
 from planner.memory.model_states import ModelStates, Parallelism
+from planner.memory.optimizer_step import step_transient_bytes
 from planner.setups import Setup
 from planner.specs import ModelSpec
 
@@ -73,14 +76,7 @@ def buffers(spec: ModelSpec, setup: Setup, states: ModelStates, par: Parallelism
     if setup.method == "qlora":
         largest = max(lin.in_features * lin.out_features for lin in layer_linears(spec))
         persistent += layout.activation_bytes * largest / setup.tp
-    if not setup.shards_optimizer and setup.offload_optimizer == "none":
-        # torch.optim.AdamW's single-tensor step: sqrt and div of the largest state
-        # tensor (the embedding for full fine-tuning) exist at once.
-        largest = spec.params_lm_head or spec.params_embedding
-        if setup.method != "full":
-            largest = min(largest, round(n_train_rank))
-        state_b = ADAPTER.state_bytes if setup.is_adapter else layout.state_bytes
-        step += 2 * largest * state_b / setup.tp
+    step += step_transient_bytes(spec, setup, states, par)
     deepspeed_mixed = layout.mixed and not setup.is_adapter and setup.offload_optimizer == "none"
     if deepspeed_mixed and setup.zero_stage in (1, 2):
         # DeepSpeed upcasts this rank's gradient partition to fp32 for the step

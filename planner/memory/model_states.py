@@ -62,19 +62,27 @@ class ModelStates:
 def _optimizer_state_elems(spec: ModelSpec, setup: Setup, n_trainable: int) -> float:
     """Optimizer state elements per trainable parameter (excluding the fp32 master).
 
-    AdamW: m and v (Loshchilov & Hutter 2019) -> 2. 8-bit AdamW (bitsandbytes,
-    Dettmers et al. 2022): m and v in 1 byte each -> counted as 2 elements of 1 byte
-    by `_state_bytes`. Adafactor (Shazeer & Stern 2018) keeps a row and a column
-    vector per matrix instead of v and no momentum (HF `Adafactor(beta1=None)`):
-    Σ(rows + cols) / params. SGD with momentum: 1.
+    AdamW, every implementation: m and v (Loshchilov & Hutter 2019) -> 2. 8-bit AdamW
+    (bitsandbytes, Dettmers et al. 2022): m and v in 1 byte each -> counted as 2
+    elements of 1 byte by `state_bytes_per_element`. SGD as transformers runs
+    `optim="sgd"`: `torch.optim.SGD` without momentum (trainer_optimizer.py:317-326),
+    which stores no momentum buffer (torch/optim/sgd.py:144-150) -> 0. Adafactor
+    (Shazeer & Stern 2018) as transformers runs it (`beta1=None`: no momentum) keeps a
+    row and a column vector per matrix instead of v: Σ(rows + cols) / params; a 1-D
+    tensor keeps a full v (optimization.py:1185-1188, 1237-1241), and under DeepSpeed
+    ZeRO every tensor the optimizer sees is a flat 1-D partition -> 1.
     """
-    if setup.optimizer in ("adamw", "adamw-8bit", "paged-adamw-8bit"):
+    if setup.optimizer in ("adamw", "adamw-foreach", "adamw-single"):
+        return 2.0
+    if setup.optimizer in ("adamw-8bit", "paged-adamw-8bit"):
         return 2.0
     if setup.optimizer == "sgd":
-        return 1.0
-    # adafactor: factored second moment
+        return 0.0
+    # adafactor: factored second moment, unless the optimizer sees flat partitions
     if n_trainable == 0:
         return 0.0
+    if setup.zero_stage is not None and setup.zero_stage > 0:
+        return 1.0
     if setup.is_adapter:
         vectors = 0
         for lin in resolve_lora_targets(spec, setup.lora_targets):
@@ -92,10 +100,16 @@ def _optimizer_state_elems(spec: ModelSpec, setup: Setup, n_trainable: int) -> f
     return vectors / n_trainable
 
 
-def _state_bytes(setup: Setup, layout: DtypeLayout) -> float:
+def state_bytes_per_element(setup: Setup, layout: DtypeLayout) -> float:
+    """Bytes per optimizer-state element. torch's AdamW keeps its states in the
+    parameter's dtype (`torch.zeros_like(p)`, torch/optim/adam.py `_init_group`);
+    transformers' Adafactor in fp32 whatever the parameter (`grad.float()` first,
+    states `.to(grad)`, optimization.py:1221, 1233-1241)."""
     if setup.optimizer in ("adamw-8bit", "paged-adamw-8bit"):
         # 1 byte per state element + one fp32 absmax per 2048-element block.
         return 1 + 4 / 2048
+    if setup.optimizer == "adafactor":
+        return 4.0
     return layout.state_bytes
 
 
@@ -141,7 +155,9 @@ def model_states(spec: ModelSpec, cluster: ClusterSpec, setup: Setup) -> ModelSt
 
     # Optimizer: fp32 master (mixed precision, not adapters) + states.
     state_elems = _optimizer_state_elems(spec, setup, n_train)
-    per_param = train_layout.master_bytes + state_elems * _state_bytes(setup, train_layout)
+    per_param = train_layout.master_bytes + state_elems * state_bytes_per_element(
+        setup, train_layout
+    )
     opt = n_train * per_param / mp
     if setup.shards_optimizer:
         opt /= par.shard_degree

@@ -113,7 +113,7 @@ def _a(
 
 _OPTIM = _mapping(
     {
-        "adamw_torch": "adamw",
+        "adamw_torch": "adamw-foreach",
         "adamw_torch_fused": "adamw",
         "adamw_hf": "adamw",
         "adamw_bnb_8bit": "adamw-8bit",
@@ -252,7 +252,12 @@ ALIASES: Final[dict[str, Alias]] = {
     "warmup_steps": _a("training.warmup_steps", "HF, both"),
     "weight_decay": _a("training.weight_decay", "HF, both"),
     "max_grad_norm": _a("training.max_grad_norm", "HF, both"),
-    "optim": _a("training.optimizer", "HF, LLaMA-Factory", _OPTIM, "adamw_torch -> adamw, ..."),
+    "optim": _a(
+        "training.optimizer",
+        "HF, LLaMA-Factory",
+        _OPTIM,
+        "adamw_torch_fused -> adamw, adamw_torch -> adamw-foreach, ...",
+    ),
     "optimizer": _a("training.optimizer", "Axolotl", _OPTIM),
     "bf16": _a("training.precision", "HF, both", _when_true("bf16-mixed"), "true -> bf16-mixed"),
     "fp16": _a("training.precision", "HF, both", _when_true("fp16-mixed"), "true -> fp16-mixed"),

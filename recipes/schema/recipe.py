@@ -26,7 +26,11 @@ from recipes.schema.validation_messages import format_validation_error, section_
 
 MethodKind = Literal["full", "freeze", "lora", "qlora", "dora"]
 PrecisionKind = Literal["bf16-mixed", "bf16-pure", "fp16-mixed", "fp32"]
-OptimizerKind = Literal["adamw", "adamw-8bit", "paged-adamw-8bit", "adafactor", "sgd"]
+#: `adamw` is torch's fused AdamW (transformers' `adamw_torch_fused`: no temporaries at the
+#: step), `adamw-foreach` transformers' `adamw_torch` (torch's foreach kernels on CUDA).
+OptimizerKind = Literal[
+    "adamw", "adamw-foreach", "adamw-8bit", "paged-adamw-8bit", "adafactor", "sgd"
+]
 OffloadKind = Literal["none", "cpu", "nvme"]
 FsdpKind = Literal["full", "grad-op", "hybrid"]
 TaskKind = Literal["sft", "pretrain", "dpo", "kto", "orpo", "simpo", "grpo", "reward"]

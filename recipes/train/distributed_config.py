@@ -118,7 +118,7 @@ def deepspeed_config(
             "type": "AdamW",
             "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"},
         }
-    if training.optimizer not in ("adamw",):
+    if training.optimizer not in ("adamw", "adamw-foreach"):
         config["zero_allow_untested_optimizer"] = True
     return config
 

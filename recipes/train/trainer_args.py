@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from recipes.schema import PrecisionKind, Recipe
 
 OPTIM = {
-    "adamw": "adamw_torch",
+    "adamw": "adamw_torch_fused",
+    "adamw-foreach": "adamw_torch",
     "adamw-8bit": "adamw_bnb_8bit",
     "paged-adamw-8bit": "paged_adamw_8bit",
     "adafactor": "adafactor",

@@ -10,7 +10,7 @@ which a trace cannot see, are left out of the comparison.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -18,7 +18,8 @@ import pytest
 from planner.hf_config import spec_from_hf_config
 from planner.memory.activations import activation_estimate
 from planner.memory.breakdown import estimate_memory
-from planner.setups import Attention, Method, Setup
+from planner.setups import Attention, Method, Optimizer, Setup
+from planner.trace_plan import TRACE_OPTIMIZER
 from tests.support.specs import cluster_of
 
 pytestmark = pytest.mark.integration
@@ -112,7 +113,7 @@ def _setup(case: Case) -> Setup:
     return Setup(
         method=case.method,
         precision="bf16-pure" if case.dtype == "bf16" else "fp32",
-        optimizer="adamw",
+        optimizer="adamw-single",  # the trace's default: torch's single-tensor AdamW
         zero_stage=0,
         fsdp=None,
         offload_optimizer="none",
@@ -159,3 +160,36 @@ def test_analytic_matches_trace(case: Case) -> None:
     trace_dynamic -= trace.weights_bytes + trace.optimizer_bytes
     ours_dynamic = acts.activations_bytes + acts.logits_bytes - acts.overlap_bytes
     assert ours_dynamic == pytest.approx(trace_dynamic, rel=0.05)
+
+
+STEP_CASES: list[tuple[str, Optimizer]] = [
+    ("bf16", "adamw"),
+    ("bf16", "adamw-foreach"),
+    ("bf16", "adamw-single"),
+    ("bf16", "sgd"),
+    ("fp32", "adamw-foreach"),
+]
+
+
+@pytest.mark.parametrize(("dtype", "optimizer"), STEP_CASES)
+def test_optimizer_step_matches_trace_per_implementation(dtype: str, optimizer: Optimizer) -> None:
+    """A full fine-tune with short sequences peaks at the optimizer step, where the
+    implementation decides the transient (planner/memory/optimizer_step.py): fused none,
+    foreach +1x the states' v, single-tensor 2x the largest tensor, SGD no state at all.
+    The trace runs the same torch implementation on fake tensors."""
+    case = Case("step", LLAMA, dtype=dtype, seq_len=128, micro_batch=1)
+    spec = spec_from_hf_config(case.config, name=case.name, source="config")
+    setup = replace(_setup(case), optimizer=optimizer)
+    mem = estimate_memory(spec, cluster_of(1), setup)
+    trace = trace_mod.trace_training_step(
+        case.config,
+        method="full",
+        dtype=dtype,
+        seq_len=case.seq_len,
+        micro_batch=case.micro_batch,
+        optimizer=TRACE_OPTIMIZER[optimizer],
+    )
+    assert mem.peak_phase == "optimizer-step"
+    ours = mem.total_bytes - mem.framework_overhead_bytes - mem.fragmentation_bytes
+    assert ours == pytest.approx(trace.phase_peak_bytes["optimizer"], rel=0.01)
+    assert mem.optimizer_bytes == pytest.approx(trace.optimizer_bytes, rel=0.01)

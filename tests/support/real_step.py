@@ -13,8 +13,9 @@ session that runs it measures instead of debugging.
 The model has random weights (no download) and the method is applied the way the
 recipes apply it, through their own functions: tests/support/real_step_model.py.
 
-ZeRO-0: `torch.optim.AdamW(foreach=False, fused=False)` steps the model (the planner's and
-the trace's "adamw"), no gradient clipping; `bf16-mixed` keeps fp32 weights and runs the
+ZeRO-0: `torch.optim.AdamW` with the flags of the setup's implementation steps the model
+(`adamw`: fused, what the recipes run; `adamw-foreach`; `adamw-single`: the trace's
+"adamw"), no gradient clipping; `bf16-mixed` keeps fp32 weights and runs the
 forward under `torch.autocast(bfloat16)` (the HF Trainer's AMP). ZeRO 1-3: the same
 AdamW, wrapped by `deepspeed.initialize` in one process (world size 1; nccl on CUDA,
 gloo on CPU) with the recipes' own DeepSpeed config (`recipes.train.distributed_config`; the
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from planner.setups import Method, Precision, Setup
+from planner.setups import Method, Optimizer, Precision, Setup
 from tests.support.real_step_model import (
     apply_method,
     bench_deepspeed_config,
@@ -91,12 +92,22 @@ class StepMeasurement:
         return self.reserved_peak_bytes + self.non_torch_bytes
 
 
+#: The planner's AdamW implementations as torch.optim.AdamW flags (the recipes run `adamw`:
+#: transformers' `adamw_torch_fused`).
+#: (foreach, fused) for each.
+_ADAMW_FLAGS: dict[str, tuple[bool | None, bool]] = {
+    "adamw": (None, True),
+    "adamw-foreach": (True, False),
+    "adamw-single": (False, False),
+}
+
+
 def _check(setup: Setup, device: str) -> None:
     problems = []
     if device not in DEVICES:
         problems.append(f"device {device!r} (use one of {', '.join(DEVICES)})")
-    if setup.optimizer != "adamw":
-        problems.append(f"optimizer {setup.optimizer!r} (only adamw)")
+    if setup.optimizer not in _ADAMW_FLAGS:
+        problems.append(f"optimizer {setup.optimizer!r} (one of {', '.join(_ADAMW_FLAGS)})")
     if setup.precision == "fp16-mixed":
         problems.append("precision fp16-mixed (needs loss scaling; use bf16-mixed/-pure or fp32)")
     if setup.fsdp is not None:
@@ -308,7 +319,8 @@ def _run(
     model = apply_method(recipe, ctx, build_model(recipe, ctx, config, device))
     vocab = int(model.get_input_embeddings().weight.shape[0])
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, foreach=False, fused=False)
+    foreach, fused = _ADAMW_FLAGS[setup.optimizer]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, foreach=foreach, fused=fused)
     engine: Any = None
     if zero:
         import deepspeed
@@ -402,13 +414,15 @@ def one_gpu_setup(
     lora_rank: int,
     precision: Precision | None = None,
     lora_targets: str = "all-linear",
+    optimizer: Optimizer = "adamw",
 ) -> Setup:
-    """The Setup of a benchmark row: one GPU, torch AdamW, no offload, global batch = micro
+    """The Setup of a benchmark row: one GPU, torch AdamW (fused, as the recipes run it,
+    unless `optimizer` says otherwise), no offload, global batch = micro
     batch, no LoRA dropout; pure bf16 without ZeRO, bf16-mixed under it (DeepSpeed's bf16)."""
     return Setup(
         method=method,
         precision=precision or ("bf16-mixed" if zero else "bf16-pure"),
-        optimizer="adamw",
+        optimizer=optimizer,
         zero_stage=zero,
         fsdp=None,
         offload_optimizer="none",

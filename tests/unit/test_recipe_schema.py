@@ -383,3 +383,17 @@ def test_light_modules_do_not_import_the_training_stack() -> None:
         if m in out
     ]
     assert leaked == []
+
+
+def test_every_recipe_optimizer_is_one_transformers_runs_and_the_planner_plans() -> None:
+    from typing import get_args
+
+    from planner.setups import OPTIMIZERS
+    from recipes.schema import OptimizerKind
+    from recipes.train.trainer_args import OPTIM
+
+    kinds = set(get_args(OptimizerKind))
+    assert set(OPTIM) == kinds and kinds <= set(OPTIMIZERS)
+    # the default is torch's fused AdamW (no foreach temporaries at the step)
+    assert Recipe.model_validate({"model": {"name": "x"}}).training.optimizer == "adamw"
+    assert OPTIM["adamw"] == "adamw_torch_fused" and OPTIM["adamw-foreach"] == "adamw_torch"
