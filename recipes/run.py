@@ -89,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             encoding="utf-8",
         )
     clean = False
+    stack.quiet_known_noise()
     try:
         family = importlib.import_module(FAMILIES[recipe.task.kind])
         family.main(recipe, report, status)

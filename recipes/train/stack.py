@@ -6,6 +6,7 @@ traceback from the middle of a training script. Standard library only."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -58,3 +59,27 @@ def import_failure_message(exc: ModuleNotFoundError) -> str | None:
     if name == root:
         return missing_message([root])
     return f"the training stack here is incomplete or too old ({name} is missing): {INSTALL_HINT}"
+
+
+#: bitsandbytes (imported by peft whenever it is installed, so by every run, LoRA and full
+#: included) tries at import, on a CPU with AVX512-BF16, to fetch a fused 4-bit CPU kernel
+#: from the Hub through `kernels`, and logs this when it cannot (untrusted publisher,
+#: offline). It then uses its own CPU path: nothing to act on, one line of noise per rank.
+BNB_CPU_KERNEL_LOGGER = "bitsandbytes.backends.cpu.ops"
+BNB_CPU_KERNEL_WARNING = "Failed to load CPU gemm_4bit_forward from kernels-community"
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def quiet_known_noise() -> None:
+    """Drop the warnings above (and only them); call before the stack is imported."""
+    logger = logging.getLogger(BNB_CPU_KERNEL_LOGGER)
+    if not any(isinstance(f, _DropMessage) for f in logger.filters):
+        logger.addFilter(_DropMessage(BNB_CPU_KERNEL_WARNING))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from recipes.train.stack import BNB_CPU_KERNEL_WARNING
 from recipes.train.toy_data import write
 from tests.conftest import ROOT
 
@@ -73,3 +74,22 @@ def test_a_stack_module_missing_once_training_starts_is_one_line_too(workdir: Pa
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
     assert done.stderr.startswith("error: the training stack here is incomplete or too old (trl.")
     assert done.stderr.endswith(INSTALL + "\n")
+
+
+def _import_bitsandbytes(quiet: bool) -> str:
+    code = "import bitsandbytes"
+    if quiet:
+        code = "from recipes.train.stack import quiet_known_noise; quiet_known_noise(); " + code
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def test_the_bitsandbytes_cpu_kernel_warning_is_dropped() -> None:
+    pytest.importorskip("bitsandbytes")
+    if BNB_CPU_KERNEL_WARNING not in _import_bitsandbytes(quiet=False):
+        pytest.skip("bitsandbytes says nothing on this CPU (no AVX512-BF16 or no `kernels`)")
+    assert BNB_CPU_KERNEL_WARNING not in _import_bitsandbytes(quiet=True)
