@@ -1,6 +1,7 @@
 """`--model` -> ModelSpec: a catalog name, a config.json (or its folder), a size, an HF id.
 
-Resolution order: catalog name or alias -> existing local path -> size (`7b`,
+Resolution order: catalog name or alias -> existing local path (a value that looks
+like a path but is not there is an error, not an HF id) -> size (`7b`,
 `30B`, `0.5b`, `350m`) -> Hugging Face model id (`org/name`, only its
 config.json is fetched, from `$HF_ENDPOINT` or https://huggingface.co).
 """
@@ -59,6 +60,10 @@ def resolve_model_config(text: str, *, revision: str = "main") -> tuple[ModelSpe
         config = _read_config(path)
         name = path.name if path.is_dir() else (path.parent.name or path.stem)
         return spec_from_hf_config(config, name=name, source="config"), config
+    if looks_like_path(value):
+        raise PlannerInputError(
+            f"--model {value}: no such file or folder (a config.json or the folder holding one)"
+        )
     size = _SIZE_RE.fullmatch(value)
     if size is not None:
         return reference_model_config(value)
@@ -66,6 +71,20 @@ def resolve_model_config(text: str, *, revision: str = "main") -> tuple[ModelSpe
         config = fetch_hub_config(value, revision=revision)
         return spec_from_hf_config(config, name=value, source="hub", hf_id=value), config
     raise PlannerInputError(unknown_model_message(value))
+
+
+def looks_like_path(value: str) -> bool:
+    """A `--model` value meant as a local path, never an HF id (`org/name`): it starts
+    with ./ ../ / or ~, ends with .json, has a separator other than `/` or more than one
+    `/`, or its first part is a local folder (`models/llama` beside `models/`)."""
+    if value.startswith(("./", "../", "/", "~")) or value in (".", ".."):
+        return True
+    if value.lower().endswith(".json"):
+        return True
+    separators = {os.sep, os.altsep or os.sep} - {"/"}
+    if any(sep in value for sep in separators) or value.count("/") > 1:
+        return True
+    return "/" in value and Path(value.split("/", 1)[0]).is_dir()
 
 
 def unknown_model_message(value: str) -> str:

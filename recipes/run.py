@@ -5,8 +5,10 @@ Order matters and is the point of this file:
 2. check the data (files exist, columns fit the task) — still before torch is imported;
 3. dispatch to the family's top-down script, which loads the model and trains.
 
-torchrun starts this on every rank. Exit codes: 0 done, 2 bad recipe or data (status.json
-says why), 1 a failure while training (status.json has the error, stderr the traceback).
+torchrun starts this on every rank. Exit codes: 0 done, 2 bad recipe or data or no
+training stack here (torch, transformers, peft, trl, ...; `--check` needs none of it), with
+status.json saying why, 1 a failure while training (status.json has the error, stderr the
+traceback).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recipes.schema import RecipeError, dump_recipe, load_recipe
+from recipes.train import stack
 from recipes.train.data_check import DataError, check_data
 from recipes.train.runtime import StatusFile
 
@@ -75,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.summary())
         return 0
 
+    missing = stack.missing(recipe)
+    if missing:
+        return _stack_missing(status, stack.missing_message(missing))
+
     if _is_main_rank():
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "recipe.yaml").write_text(
@@ -82,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             encoding="utf-8",
         )
     clean = False
+    stack.quiet_known_noise()
     try:
         family = importlib.import_module(FAMILIES[recipe.task.kind])
         family.main(recipe, report, status)
@@ -90,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         status.update("failed", error="interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - any failure must reach status.json, then exit 1
+        if isinstance(exc, ModuleNotFoundError):
+            message = stack.import_failure_message(exc)
+            if message is not None:  # the stack, not the recipe: how to install it
+                return _stack_missing(status, message)
         status.update("failed", error=f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
         return 1
@@ -99,6 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             shutdown_distributed(clean)
     return 0
+
+
+def _stack_missing(status: StatusFile, message: str) -> int:
+    status.update("failed", error=message)
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -85,9 +85,14 @@ def main(argv: list[str] | None = None) -> None:
     except UserInputError as exc:  # every layer's bad-input error: one line, exit 2
         _fail(str(exc))
     except click_exc.NoArgsIsHelpError as exc:
-        # `tuneboard plan` with no arguments: show its help, like --help.
-        sys.stdout.write(exc.ctx.get_help() + "\n" if exc.ctx else "")
+        # `tuneboard plan` with no arguments: show its help, like --help. Rich help is
+        # printed while the error is made (its message is then empty); plain help is
+        # the message.
+        if exc.message:
+            sys.stdout.write(exc.message + "\n")
         sys.exit(0)
+    except click_exc.MissingParameter as exc:
+        _fail(_missing_parameter_message(exc))
     except click_exc.BadParameter as exc:
         _fail(_bad_parameter_message(exc, sys.argv[1:] if argv is None else argv))
     except click_exc.ClickException as exc:
@@ -96,6 +101,31 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+#: What to give for a required argument or option, by parameter name; one without an
+#: entry here is described by its own --help text.
+_MISSING_HINTS: dict[str, str] = {
+    "job": "give a job id, a unique prefix of it, or 'latest' (see tuneboard jobs)",
+    "model": "a catalog name (tuneboard models), a config.json or its folder, an HF id, "
+    "or a size like 7b",
+    "recipe": "give a recipe YAML file (recipes/configs/ has examples; "
+    "tuneboard plan --write recipe.yaml writes one)",
+}
+
+
+def _missing_parameter_message(exc: Exception) -> str:
+    """`missing JOB: give a job id ...` / `--model/-m is required: a catalog name ...`."""
+    param = getattr(exc, "param", None)
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "tuneboard"
+    name = str(getattr(param, "name", "") or "")
+    hint = _MISSING_HINTS.get(name) or str(getattr(param, "help", "") or "").rstrip(".")
+    hint = hint or f"see {command} --help"
+    opts: list[str] = list(getattr(param, "opts", []) or [])
+    if getattr(param, "param_type_name", "") == "option" and opts:
+        return f"{'/'.join(opts)} is required: {hint}"
+    return f"missing {(name or 'argument').upper()}: {hint}"
 
 
 def _bad_parameter_message(exc: Exception, argv: list[str]) -> str:

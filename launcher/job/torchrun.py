@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -191,9 +192,18 @@ class CommandPreview:
             f'{name}="${name}"' if value is None else join_argv([f"{name}={value}"])
             for name, value in self.env
         ]
-        return (
-            f"cd {join_argv([self.workdir])} && env {' '.join(assignments)} {join_argv(self.argv)}"
-        )
+        return f"cd {shell_dir(self.workdir)} && env {' '.join(assignments)} {join_argv(self.argv)}"
+
+
+def shell_dir(workdir: str) -> str:
+    """A node's workdir as one shell word that means on the node what the launcher means:
+    `~/tuneboard` -> `~/tuneboard`, `~/my dir` -> `~/'my dir'` (the `~` left unquoted so
+    the shell expands it; the rest `shlex.quote`d), a relative path -> under `~` (the
+    launcher takes it from the login directory), an absolute one quoted as it is."""
+    path = node_path(workdir)
+    if path == ".":
+        return "~"
+    return shlex.quote(path) if posixpath.isabs(path) else "~/" + shlex.quote(path)
 
 
 def preview(plan: JobPlan, node: NodeJob) -> CommandPreview:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from recipes.train import toy_data as tinydata
+from recipes.train.stack import BNB_CPU_KERNEL_WARNING
 from tests.conftest import ROOT
 from tests.integration.recipe_runs import assert_learned, run_env, run_recipe
 
@@ -68,6 +69,14 @@ def test_sft_full_freeze_lora_qlora_dora_learn(workdir: Path) -> None:
     # the DoRA recipe holds out 10% and evaluates: eval lines carry eval_loss
     evals = [m for m in runs["dora"].metrics if m["event"] == "eval"]
     assert evals and all(isinstance(m["eval_loss"], float) for m in evals)
+
+
+def test_a_lora_run_prints_no_bitsandbytes_kernel_warning(workdir: Path) -> None:
+    # peft imports bitsandbytes in every run; on a CPU with AVX512-BF16 it then logged that
+    # it could not fetch a Hub kernel (tests/unit/test_recipe_stack.py: only on such CPUs).
+    run = run_recipe("tiny-sft-lora.yaml", workdir, "lora-quiet", "training.max_steps=2")
+    assert run.returncode == 0, run.explain()
+    assert BNB_CPU_KERNEL_WARNING not in run.output
 
 
 def test_resume_auto_continues_with_the_step_counter(workdir: Path) -> None:

@@ -4,6 +4,7 @@ environment, the root cause of a failure, the planner's fit check, which files t
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,34 @@ def test_dry_run_preview_shows_secrets_by_name_and_quotes_everything() -> None:
     assert words[:4] == ["cd", "/w/1", "&&", "env"]
     assert "NOTE=a b $HOME `x`" in words and "HF_TOKEN=$HF_TOKEN" in words
     assert tuple(words[-len(shown.argv) :]) == shown.argv
+
+
+@pytest.mark.parametrize("shell", ["bash", "sh"])
+@pytest.mark.parametrize(
+    ("workdir", "under_home"),
+    [
+        ("~/tuneboard", "tuneboard"),
+        ("~/tb dir $(touch pwned)", "tb dir $(touch pwned)"),
+        ("~", ""),
+        ("rel/wd", "rel/wd"),
+    ],
+)
+def test_the_previewed_line_pasted_into_a_shell_runs_in_the_nodes_workdir(
+    tmp_path: Path, shell: str, workdir: str, under_home: str
+) -> None:
+    home = tmp_path / "home"
+    (home / under_home).mkdir(parents=True, exist_ok=True)
+    seen = tmp_path / "seen"
+    program = tmp_path / "python"  # stands in for the node's python: where was it run?
+    program.write_text(f"#!/bin/sh\npwd > {shlex.quote(str(seen))}\n")
+    program.chmod(0o755)
+    nodes = (NodeJob(Node("10.0.0.1", label="n0"), 0, 1, workdir, None),)
+    line = preview(p := plan(nodes=nodes, python=str(program)), p.nodes[0]).shell_line()
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "HF_TOKEN": "x"}
+    done = subprocess.run([shell, "-c", line], env=env, cwd=tmp_path, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert Path(seen.read_text().strip()) == (home / under_home).resolve()
+    assert not list(tmp_path.rglob("pwned"))  # the workdir's name is data, never code
 
 
 def test_log_lines_are_split_by_rank() -> None:

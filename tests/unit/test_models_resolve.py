@@ -54,6 +54,23 @@ def test_bad_local_config(tmp_path: Path) -> None:
         resolve_model(str(empty))
 
 
+NO_SUCH_PATH = ": no such file or folder (a config.json or the folder holding one)"
+
+
+@pytest.mark.parametrize(
+    "value", ["./nonexistent", "../x", "/no/such", "~/no-such", "cfg.json", "a/b/c", "here/nope"]
+)
+def test_a_path_that_is_not_there_says_so_and_never_asks_the_hub(
+    value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here").mkdir()  # `here/nope`: its first part is a local folder
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # were it asked: "offline?"
+    with pytest.raises(PlannerInputError) as err:
+        resolve_model(value)
+    assert str(err.value) == f"--model {value}{NO_SUCH_PATH}"
+
+
 @pytest.mark.parametrize(
     ("size", "name"), [("7b", "llama-7b"), ("30b", "llama-30b"), ("65B", "llama-65b")]
 )
