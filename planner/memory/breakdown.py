@@ -4,8 +4,8 @@ The peak of a training step is the larger of two moments (both checked against
 fake-tensor traces of the real HF models, tests/integration/test_planner_vs_trace.py):
 - end of forward / start of backward: weights + optimizer states + buffers +
   all saved activations + the logits peak + gradients that already exist
-  (sharded ZeRO-2/3/FSDP gradient partitions always; unsharded gradients only
-  when gradient accumulation keeps them from the previous micro-batch);
+  (DeepSpeed's ZeRO-2/3 gradient partitions always; FSDP's sharded and unsharded
+  gradients only when gradient accumulation keeps them from the previous micro-batch);
 - end of backward / optimizer step: weights + optimizer states + buffers +
   all gradients + the step's own transient copies.
 Without `--global-batch` the planner assumes gradient accumulation (the common
@@ -93,7 +93,14 @@ def estimate_memory(
     ga = gradient_accumulation(cluster, setup)
 
     base = states.weights_bytes + states.optimizer_bytes + buf.persistent_bytes
-    grads_during_forward = states.gradients_bytes if (setup.shards_gradients or ga != 1) else 0
+    # DeepSpeed keeps its gradient partitions in buffers made at start-up
+    # (stage3.py:791 `grad_partitions_flat_buffer`; ZeRO-1/2 reuse theirs), so they
+    # exist in forward whatever the accumulation. FSDP2 (the recipes' FSDP) assigns each
+    # sharded parameter its `.grad` (_fsdp_collectives.py:754), which the Trainer's
+    # `model.zero_grad()` after every step (trainer.py:1991; set_to_none) frees: without
+    # accumulation there is no gradient in forward, as for plain data parallel.
+    deepspeed_partitions = setup.shards_gradients and setup.fsdp is None
+    grads_during_forward = states.gradients_bytes if (deepspeed_partitions or ga != 1) else 0
     activations, logits = acts.activations_bytes, acts.logits_bytes
     saved = activations + logits - acts.overlap_bytes
     # First step of backward: the lm_head's gradient appears while every layer's
