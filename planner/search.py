@@ -91,7 +91,9 @@ def _notes(spec: ModelSpec, cluster: ClusterSpec, setup: Setup, mem: MemoryBreak
     if setup.method == "qlora" and spec.is_moe:
         notes.append(
             "QLoRA on MoE: transformers 5 stores experts as 3D tensors, which bitsandbytes "
-            "does not quantize; counted in 16-bit, upcast to fp32 by PEFT"
+            "does not quantize, and PEFT's prepare_model_for_kbit_training casts them to "
+            "fp32: counted at 4 bytes per expert weight (as loaded; with transformers 4 "
+            "they were 4-bit)"
         )
     if setup.optimizer == "paged-adamw-8bit":
         notes.append("paged AdamW: states may page to host RAM under pressure (counted on GPU)")
