@@ -66,11 +66,12 @@ from __future__ import annotations
 import gc
 import time
 import warnings
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from planner.live_bytes import LiveBytesCounter
 
 if TYPE_CHECKING:
     import torch
@@ -79,7 +80,6 @@ __all__ = [
     "METHODS",
     "OPTIMIZERS",
     "PHASES",
-    "LiveBytesCounter",
     "TraceResult",
     "trace_training_step",
 ]
@@ -110,109 +110,6 @@ class TraceResult:
     params_total: int
     params_trainable: int
     elapsed_s: float
-
-
-class LiveBytesCounter:
-    """Bookkeeping of live storage bytes; `active()` installs it as a dispatch mode.
-
-    Every output tensor of every aten op is looked at: a storage not seen before is added
-    (``nbytes``) and a finalizer on its Python object subtracts it when it dies (torch keeps
-    a storage's Python object alive as long as the storage itself). A storage that grew
-    (``resize_``, ``out=`` ops) is re-measured.
-    """
-
-    def __init__(self) -> None:
-        self.live = 0
-        self.peak = 0
-        self.phase = "setup"
-        self.phase_peak: dict[str, int] = {}
-        self._phase_max = 0
-        self._sizes: dict[int, int] = {}
-
-    # -- phases -----------------------------------------------------------------------
-    def set_phase(self, name: str) -> None:
-        """Start a phase; its peak starts at the bytes live now."""
-        self._close_phase()
-        self.phase = name
-        self._phase_max = self.live
-
-    def _close_phase(self) -> None:
-        self.phase_peak[self.phase] = max(self.phase_peak.get(self.phase, 0), self._phase_max)
-
-    def finish(self) -> None:
-        """Record the peak of the phase in progress."""
-        self._close_phase()
-
-    # -- storages ---------------------------------------------------------------------
-    def track(self, tensor: torch.Tensor) -> None:
-        """Count ``tensor``'s storage if it is new (or grew); meta tensors hold no bytes."""
-        if tensor.is_meta:  # a real meta tensor (a fake one reports its fake device)
-            return
-        try:
-            storage = tensor.untyped_storage()
-        except (RuntimeError, NotImplementedError):  # sparse, nested: no plain storage
-            return
-        key = storage._cdata
-        nbytes = storage.nbytes()
-        previous = self._sizes.get(key)
-        if previous is None:
-            self._sizes[key] = nbytes
-            weakref.finalize(storage, self._release, key).atexit = False
-            self.live += nbytes
-        elif previous != nbytes:
-            self._sizes[key] = nbytes
-            self.live += nbytes - previous
-        else:
-            return
-        if self.live > self._phase_max:
-            self._phase_max = self.live
-            if self.live > self.peak:
-                self.peak = self.live
-
-    def track_outputs(self, out: object) -> None:
-        """Count the storages of every tensor in an op's output (tensor, tuple or list)."""
-        import torch
-
-        if isinstance(out, torch.Tensor):
-            self.track(out)
-        elif isinstance(out, (tuple, list)):
-            for item in out:
-                self.track_outputs(item)
-
-    def _release(self, key: int) -> None:
-        self.live -= self._sizes.pop(key, 0)
-
-    def storage_bytes(self, tensors: Iterator[torch.Tensor] | Sequence[torch.Tensor]) -> int:
-        """Bytes of the distinct storages behind ``tensors``."""
-        seen: dict[int, int] = {}
-        for t in tensors:
-            storage = t.untyped_storage()
-            seen[storage._cdata] = storage.nbytes()
-        return sum(seen.values())
-
-    @contextmanager
-    def active(self) -> Iterator[LiveBytesCounter]:
-        """Count the outputs of every op dispatched inside the block."""
-        with _make_mode(self):
-            yield self
-
-
-def _make_mode(counter: LiveBytesCounter) -> Any:
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class _CountingMode(TorchDispatchMode):  # type: ignore[no-untyped-call]
-        def __torch_dispatch__(
-            self,
-            func: Any,
-            types: Any,
-            args: tuple[Any, ...] = (),
-            kwargs: dict[str, Any] | None = None,
-        ) -> Any:
-            out = func(*args, **(kwargs or {}))
-            counter.track_outputs(out)
-            return out
-
-    return _CountingMode()  # type: ignore[no-untyped-call]
 
 
 # ----------------------------------------------------------------------------------------
@@ -400,6 +297,8 @@ def trace_training_step(
     lora_targets: Sequence[str] | str = "all-linear",
     freeze_trainable_layers: int = 2,
     optimizer: str = "adamw",
+    qlora: bool = False,
+    autocast: bool = False,
     fake: bool = True,
     warm_start: bool = False,
     on_step: Callable[[LiveBytesCounter, str], None] | None = None,
@@ -410,11 +309,15 @@ def trace_training_step(
     "full" trains everything; "freeze" trains only the last ``freeze_trainable_layers``
     decoder layers; "lora"/"dora" apply PEFT with the given rank, alpha, dropout and target
     modules (adapters fp32 as PEFT makes them). ``dtype`` is the weights' dtype (no
-    autocast). ``fake=False`` runs the same steps on real CPU tensors (slow; for
-    validating the counter on small models). ``on_step(counter, label)`` is called at each
-    phase boundary, for inspection. ``warm_start=True`` replaces the first iteration by an
-    optimizer step on zero gradients (it only has to create the optimizer state), then
-    traces the steady-state iteration: the same peaks at about half the time.
+    autocast, unless ``autocast=True``: the forward then runs under ``torch.autocast`` in
+    ``dtype``, as the Trainer's bf16/fp16 mixed precision does). ``qlora=True`` (lora/dora
+    only) makes the model behave as the recipes' QLoRA model does, fp32 residual stream
+    included (planner/qlora_emulation.py). ``fake=False`` runs the same steps on real CPU
+    tensors (slow; for validating the counter on small models). ``on_step(counter,
+    label)`` is called at each phase boundary, for inspection. ``warm_start=True``
+    replaces the first iteration by an optimizer step on zero gradients (it only has to
+    create the optimizer state), then traces the steady-state iteration: the same peaks
+    at about half the time.
     """
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -423,6 +326,8 @@ def trace_training_step(
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {optimizer!r}")
+    if qlora and method not in ("lora", "dora"):
+        raise ValueError(f"qlora=True needs method lora or dora, not {method!r}")
     if seq_len < 2 or micro_batch < 1:
         raise ValueError("seq_len must be >= 2 and micro_batch >= 1")
     started = time.perf_counter()
@@ -442,6 +347,10 @@ def trace_training_step(
             lora_targets=lora_targets,
             freeze_trainable_layers=freeze_trainable_layers,
         )
+        if qlora:
+            from planner.qlora_emulation import emulate_qlora
+
+            emulate_qlora(model)
     model.train()
     vocab_size = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[operator]
 
@@ -493,11 +402,12 @@ def trace_training_step(
             for it in range(first, _ITERATIONS):
                 mark(f"forward.{it}", f"iter{it}:forward")
                 before_forward = counter.live
-                out = model(input_ids=input_ids, labels=labels, use_cache=False)
-                loss = out.loss
-                del out  # drop the logits, as Trainer.compute_loss does
+                with torch.autocast("cpu", dtype=torch_dtype, enabled=autocast):
+                    out = model(input_ids=input_ids, labels=labels, use_cache=False)
+                    loss = out.loss
+                    del out  # drop the logits, as Trainer.compute_loss does
                 mark(f"backward.{it}", f"iter{it}:backward")
-                loss.backward()
+                loss.backward()  # outside autocast, as accelerate runs it
                 del loss
                 gradients_bytes = counter.storage_bytes(
                     [p.grad for p in trainable if p.grad is not None]

@@ -8,10 +8,11 @@ logits: the traced forward/backward peak minus the traced weights and optimizer
 states is what a step adds on top of the model states. Everything else stays
 analytic, because a trace of one rank cannot see it: the ZeRO/FSDP sharding of
 the model states, communication buckets, the CUDA context, NCCL and allocator
-fragmentation (planner/memory/). QLoRA is traced as LoRA on a bf16 stand-in
-(bitsandbytes cannot run on fake tensors); its 4-bit weights stay analytic.
-A trace runs pure (no autocast): with a mixed-precision adapter setup it sees
-PEFT's fp32 input copies, which errs high, never low.
+fragmentation (planner/memory/). QLoRA is traced on a 16-bit stand-in that behaves
+as the 4-bit model does, fp32 casts and residual stream included
+(planner/qlora_emulation.py: bitsandbytes cannot run on fake tensors); its 4-bit
+weights stay analytic. Adapter setups in mixed precision are traced under autocast, as
+the Trainer runs them; full and freeze run pure (their 16-bit weights are DeepSpeed's).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from planner.errors import PlannerInputError
 from planner.layers import resolve_lora_targets
 from planner.memory.breakdown import MemoryBreakdown, estimate_memory
+from planner.memory.dtypes import LAYOUTS
 from planner.search import Candidate, Plan, memory_fits, why_not
 from planner.setups import Optimizer, Setup
 from planner.specs import ClusterSpec, ModelSpec
@@ -87,7 +89,7 @@ def run_trace(spec: ModelSpec, config: Mapping[str, Any], setup: Setup) -> Trace
     method = setup.method
     if method == "qlora":
         method = "lora"
-        notes.append("QLoRA traced as LoRA on bf16 weights; 4-bit weights analytic")
+        notes.append("QLoRA traced on 16-bit stand-ins of its 4-bit linears; weights analytic")
     optimizer = TRACE_OPTIMIZER.get(setup.optimizer)
     if optimizer is None:
         optimizer = "adamw_fused"
@@ -116,6 +118,8 @@ def run_trace(spec: ModelSpec, config: Mapping[str, Any], setup: Setup) -> Trace
             freeze_trainable_layers=setup.freeze_trainable_layers,
             warm_start=True,
             optimizer=optimizer,
+            qlora=setup.method == "qlora",
+            autocast=setup.is_adapter and LAYOUTS[setup.precision].mixed,
         )
     except (ValueError, KeyError, TypeError, RuntimeError, NotImplementedError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

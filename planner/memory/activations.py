@@ -29,6 +29,11 @@ a / kv query / key-value heads, d head dim, s sequence length):
   adapter's dtype, which lora_A saves (4·in, fp32 adapters; under autocast the
   saved copy is the 16-bit recast, e·in), lora_A's output (4r); dropout > 0 adds
   a 1-byte mask. DoRA also saves the base output and the LoRA output (e·out + 4·out).
+QLoRA (`activation_dtypes`): the residual stream is fp32, so the checkpointed inputs,
+RoPE's cos/sin, the MLP's gate/up/act and their gradients count 4 bytes; under autocast
+what SDPA and the adapters read is recast to 16-bit, without it everything is fp32 and
+an adapter reads the stream tensor itself (one saved copy per distinct input, unless
+dropout makes one per target). Checked against traces of planner/qlora_emulation.py.
 Gradient checkpointing (HF, one checkpoint per decoder layer): each layer keeps
 its input (e·h), frozen ones too; backward recomputes one layer at a time.
 Backward through a layer holds the gradients of its widest intermediates (≈ 2·e·i
@@ -61,6 +66,22 @@ from planner.specs import ModelSpec
 EAGER_ONLY_MODEL_TYPES = frozenset({"bloom"})
 #: Hidden dropout in the default configs of these families (OPT: 0.1).
 HIDDEN_DROPOUT = {"opt": 0.1}
+
+
+#: Linear roles that read the same input tensor (a norm's output, the attention output,
+#: the MLP's product) in the transformers implementations.
+SAME_INPUT: dict[str, str] = {
+    "q": "attention-in",
+    "k": "attention-in",
+    "v": "attention-in",
+    "qkv": "attention-in",
+    "o": "attention-out",
+    "gate": "mlp-in",
+    "up": "mlp-in",
+    "gate_up": "mlp-in",
+    "fc1": "mlp-in",
+    "router": "mlp-in",
+}
 
 
 @dataclass(frozen=True)
@@ -113,6 +134,24 @@ def layer_modes(spec: ModelSpec, setup: Setup) -> list[tuple[LayerMode, int]]:
     ]
 
 
+def activation_dtypes(setup: Setup) -> tuple[int, int]:
+    """(compute, stream) bytes per element of the activations.
+
+    Equal for every method but QLoRA. QLoRA's residual stream is fp32: PEFT's
+    prepare_model_for_kbit_training casts embeddings, norms and lm_head to fp32, and
+    bitsandbytes' Linear4bit returns its output in its input's dtype
+    (planner/qlora_emulation.py has the sources). So the checkpointed layer inputs, RoPE's
+    cos/sin, the MLP's gate/up/act and their gradients are 4 bytes. What autocast's
+    matmuls and SDPA read (mixed precision) is recast to 16-bit; without autocast
+    everything is fp32.
+    """
+    layout = LAYOUTS[setup.precision]
+    e = layout.activation_bytes
+    if setup.method != "qlora":
+        return e, e
+    return (e if layout.mixed else 4), 4
+
+
 def _norm_bytes(spec: ModelSpec, e: int, in_rg: bool, weight_trains: bool) -> float:
     h = spec.hidden_size
     if spec.norm_kind == "rms":
@@ -124,7 +163,7 @@ def layer_bytes_per_token(spec: ModelSpec, setup: Setup, mode: LayerMode) -> flo
     """Bytes one decoder layer saves for backward, per token (see the module docstring)."""
     if not mode.active:
         return 0.0
-    e = LAYOUTS[setup.precision].activation_bytes
+    e, es = activation_dtypes(setup)
     h = spec.hidden_size
     a, kv, d = spec.num_attention_heads, spec.num_key_value_heads, spec.head_dim
     i = spec.intermediate_size
@@ -144,14 +183,14 @@ def layer_bytes_per_token(spec: ModelSpec, setup: Setup, mode: LayerMode) -> flo
     total += e * h if wt else 0  # its output, saved by the trainable MLP input linears
 
     if spec.mlp_kind == "gated":
-        mlp = 3 * e * i + (e * i if wt else 0)
+        mlp = 3 * es * i + (es * i if wt else 0)
     elif spec.model_type == "opt":
-        mlp = e * i  # ReLU saves its output, which fc2 also reads
+        mlp = es * i  # ReLU saves its output, which fc2 also reads
     else:
-        mlp = e * i + (e * i if wt else 0)
+        mlp = es * i + (es * i if wt else 0)
     if spec.is_moe:
         k = spec.experts_per_token
-        total += 4 * spec.num_experts + k * (4 * e * i + 2 * e * h)
+        total += 4 * spec.num_experts + k * (4 * e * i + 2 * es * h)
     else:
         total += mlp
 
@@ -159,10 +198,23 @@ def layer_bytes_per_token(spec: ModelSpec, setup: Setup, mode: LayerMode) -> flo
         total += 2 * h  # two 1-byte masks (after attention, after the MLP)
 
     if mode.adapters:
-        adapter_input = e if LAYOUTS[setup.precision].mixed else 4
+        mixed = LAYOUTS[setup.precision].mixed
+        adapter_input = e if mixed else 4
+        # An fp32 stream reaches lora_A as it is (PEFT's _cast_input_dtype is a no-op):
+        # the targets reading one tensor (q/k/v, gate/up) save it once, unless dropout
+        # makes each its own copy. A 16-bit one is cast per target (autocast, too, keeps
+        # no cache for activations).
+        shared = not mixed and es == 4 and setup.lora_dropout == 0
+        # SDPA/flash return their output in the layout o_proj reads: the tensor SDPA saves
+        inputs_seen = {"attention-out"} if attention_kind(spec, setup) != "eager" else set()
         for lin in resolve_lora_targets(spec, setup.lora_targets):
             n = spec.experts_per_token if lin.expert else lin.count
-            one = adapter_input * lin.in_features + 4 * setup.lora_rank
+            source = SAME_INPUT.get(lin.role, lin.role)
+            saved_input = adapter_input * lin.in_features
+            if shared and not lin.expert:
+                saved_input = 0 if source in inputs_seen else saved_input
+                inputs_seen.add(source)
+            one = saved_input + 4 * setup.lora_rank
             if setup.lora_dropout > 0:
                 one += lin.in_features  # CUDA dropout's 1-byte mask
             if setup.method == "dora":
@@ -180,7 +232,7 @@ def _final_norm_bytes(spec: ModelSpec, setup: Setup) -> float:
 
 def activation_estimate(spec: ModelSpec, setup: Setup) -> ActivationEstimate:
     """Saved activations and the logits peak for one micro-batch on one GPU."""
-    e = LAYOUTS[setup.precision].activation_bytes
+    e = activation_dtypes(setup)[1]  # the stream's: layer inputs, MLP widths, RoPE
     tokens = setup.micro_batch_size * setup.seq_len
     modes = [(m, count) for m, count in layer_modes(spec, setup) if count > 0]
     per_mode = [(layer_bytes_per_token(spec, setup, m), count) for m, count in modes]
@@ -240,7 +292,7 @@ def dora_norm_bytes(spec: ModelSpec, setup: Setup) -> float:
 
 def logits_bytes(spec: ModelSpec, setup: Setup, tokens: int) -> float:
     """Peak bytes of the logits and the loss, forward or backward (module docstring)."""
-    e = LAYOUTS[setup.precision].activation_bytes
+    e = activation_dtypes(setup)[0]  # QLoRA's fp32 lm_head makes fp32 logits without autocast
     v = spec.vocab_size / setup.tp  # vocab-parallel lm_head under TP
     if setup.fused_ce:
         per_chunk = math.ceil(tokens / math.ceil(v / spec.hidden_size))

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from planner.fake_trace import LiveBytesCounter, TraceResult, trace_training_step  # noqa: E402
+from planner.fake_trace import TraceResult, trace_training_step  # noqa: E402
+from planner.live_bytes import LiveBytesCounter  # noqa: E402
 
 SMALL_LLAMA: dict[str, Any] = {
     "model_type": "llama",
@@ -183,3 +184,37 @@ def test_optimizer_step_transients(optimizer: str, transient: str) -> None:
     inputs = 2 * BATCH * SEQ * 8  # input_ids and labels (int64)
     steady = r.weights_bytes + r.gradients_bytes + r.optimizer_bytes + inputs
     assert r.phase_peak_bytes["optimizer"] - steady == expected
+
+
+def test_qlora_emulation_casts_what_prepare_model_for_kbit_training_casts() -> None:
+    """Every decoder nn.Linear behaves as a Linear4bit (compute dtype in, input dtype
+    out); embeddings, norms and lm_head become fp32; the adapters stay as PEFT made them."""
+    import torch
+
+    from planner.fake_trace import _apply_method, _build_on_meta
+    from planner.qlora_emulation import emulate_qlora
+
+    model = _build_on_meta(SMALL_LLAMA, torch.bfloat16, "sdpa")
+    model = _apply_method(
+        model,
+        "lora",
+        lora_rank=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        lora_targets="all-linear",
+        freeze_trainable_layers=2,
+    )
+    patched = emulate_qlora(model)
+    assert patched == 7 * SMALL_LLAMA["num_hidden_layers"]  # q k v o gate up down
+    dtypes = {n: p.dtype for n, p in model.named_parameters()}
+    assert dtypes["base_model.model.model.embed_tokens.weight"] == torch.float32
+    assert dtypes["base_model.model.lm_head.weight"] == torch.float32
+    assert all(d == torch.float32 for n, d in dtypes.items() if "norm" in n or "lora_" in n)
+    bases = [d for n, d in dtypes.items() if "base_layer" in n]
+    assert bases and all(d == torch.bfloat16 for d in bases)
+
+
+def test_qlora_emulation_under_autocast_counts_the_same_on_fake_and_real_tensors() -> None:
+    _assert_same(
+        *_both(SMALL_LLAMA, method="lora", dtype="bf16", qlora=True, autocast=True, lora_rank=4)
+    )
