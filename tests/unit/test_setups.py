@@ -94,3 +94,21 @@ def test_pp_that_divides_is_accepted() -> None:
         resolve_model("opt-66b"), build_cluster("24xA800"), Constraints(pp=8, method="full")
     )
     assert all(c.setup.pp == 8 for c in plan.candidates)
+
+
+def test_the_recommendation_keeps_headroom_when_a_setup_as_fast_does() -> None:
+    """Llama-3.1-70B QLoRA on 8 A800s: ZeRO-0 fits at 99% of usable memory, ZeRO-2 is
+    as fast at under 90%; the plan recommends ZeRO-2 and says why."""
+    spec = resolve_model("llama-3.1-70b")
+    cluster = build_cluster("8xA800")
+    plan = make_plan(spec, cluster, Constraints(method="qlora", seq_len=4096, lora_rank=64))
+    first = next(c for c in plan.candidates if c.fits)
+    rec = plan.recommendation
+    assert rec is not None and rec is not first
+    assert first.memory.total_bytes > 0.9 * first.memory.usable_bytes
+    assert rec.memory.total_bytes <= 0.9 * rec.memory.usable_bytes
+    assert rec.time.tokens_per_s >= 0.97 * first.time.tokens_per_s
+    assert any("no room to spare" in note for note in plan.notes)
+    # with room to spare, the first that fits is the recommendation
+    roomy = make_plan(spec, build_cluster("8xH200"), Constraints(method="qlora", seq_len=4096))
+    assert roomy.recommendation is next(c for c in roomy.candidates if c.fits)
