@@ -162,7 +162,7 @@ def run_launch(request: LaunchRequest, *, dry_run: bool, detach: bool) -> int:
                 return EXIT_REFUSED if checked.refused(request.force) else 0
             if checked.refused(request.force):
                 return EXIT_REFUSED
-            job, state = create_job(prepared, plan)
+            job, state = create_job(prepared, plan, checked.fit)
             try:
                 results = sync_files(prepared, plan, pool, job)
             except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from launcher.job.sync import SyncResult
 from launcher.job.torchrun import CommandPreview
 from launcher.preflight.checks import CHECKS, Check, PreflightReport
 from launcher.preflight.fit import FitReport
+from tuneboard.render_memory import render_memory
 
 GIB = 1024**3
 _MARKS = {
@@ -302,6 +303,7 @@ def render_status(console: Console, state: JobState, status: str, job_dir: str) 
             n.workdir,
         )
     console.print(table)
+    render_memory(console, state)
     cause = state.root_cause
     if cause is not None:
         where = cause.node + (f" rank {cause.rank}" if cause.rank is not None else "")

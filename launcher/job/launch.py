@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import LauncherError, LauncherInputError
-from launcher.job.store import JobDir, JobState, LaunchRecord, NodeState, new_job_id
+from launcher.job.store import (
+    JobDir,
+    JobState,
+    LaunchRecord,
+    NodeState,
+    PlannedMemory,
+    new_job_id,
+)
 from launcher.job.supervisor import Sink, Supervisor, SupervisorOptions
 from launcher.job.sync import FilePlan, SyncResult, plan_files, sync
 from launcher.job.torchrun import RECIPE_PROGRAM, CommandPreview, JobPlan, NodeJob, preview
@@ -241,7 +248,9 @@ def previews(plan: JobPlan) -> tuple[CommandPreview, ...]:
     return tuple(preview(plan, node) for node in plan.nodes)
 
 
-def create_job(prepared: Prepared, plan: JobPlan) -> tuple[JobDir, JobState]:
+def create_job(
+    prepared: Prepared, plan: JobPlan, fit: FitReport | None = None
+) -> tuple[JobDir, JobState]:
     request, recipe = prepared.request, prepared.recipe
     job = JobDir.create(plan.job_id, request.state_root)
     (job.path / plan.recipe_name).write_bytes(prepared.recipe_bytes)
@@ -305,9 +314,22 @@ def create_job(prepared: Prepared, plan: JobPlan) -> tuple[JobDir, JobState]:
             for n in plan.nodes
         ),
         resumed_from=request.resumed_from,
+        planned=planned_memory(fit),
     )
     job.write_state(state)
     return job, state
+
+
+def planned_memory(fit: FitReport | None) -> PlannedMemory | None:
+    """What the fit check planned per GPU, kept in state.json beside what the run measures."""
+    if fit is None or fit.setup_label is None or fit.planned_tensor_bytes is None:
+        return None
+    return PlannedMemory(
+        setup_label=fit.setup_label,
+        gpu_name=fit.gpu_name,
+        total_bytes=fit.breakdown.total_bytes if fit.breakdown is not None else None,
+        tensor_bytes=fit.planned_tensor_bytes,
+    )
 
 
 def sync_files(

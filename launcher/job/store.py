@@ -66,6 +66,33 @@ class RootCause:
 
 
 @dataclass(frozen=True)
+class RankMemory:
+    """One rank's memory peaks so far, as the recipes measure them
+    (recipes/train/memory_peaks.py); None where a figure does not exist (no CUDA)."""
+
+    rank: int
+    node: str
+    device: str  # "cuda:N" or "cpu"
+    allocated_peak_bytes: int | None = None
+    reserved_peak_bytes: int | None = None
+    device_used_bytes: int | None = None
+    rss_peak_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class PlannedMemory:
+    """What the planner said one GPU would hold, at launch (launcher/preflight/fit.py)."""
+
+    setup_label: str
+    #: The GPU it was planned for; None on a CPU run (then only the tensors are planned).
+    gpu_name: str | None
+    #: Everything on the GPU (what nvidia-smi would show); None on a CPU run.
+    total_bytes: int | None
+    #: Tensors alone (the total less CUDA context, workspaces and fragmentation).
+    tensor_bytes: int
+
+
+@dataclass(frozen=True)
 class Progress:
     step: int | None = None
     total_steps: int | None = None
@@ -73,6 +100,8 @@ class Progress:
     tokens_per_s: float | None = None
     eta_s: float | None = None
     updated_at: float | None = None
+    #: Every rank's peaks from rank 0's latest metrics line (empty before the first one).
+    memory: tuple[RankMemory, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,6 +158,8 @@ class JobState:
     root_cause: RootCause | None = None
     message: str | None = None
     resumed_from: str | None = None
+    #: The planner's per-GPU estimate for this recipe at launch; None when not planned.
+    planned: PlannedMemory | None = None
 
     @property
     def final(self) -> bool:

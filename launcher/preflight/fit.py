@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from planner.cluster_spec import cluster_from_parts
 from planner.errors import PlannerInputError
-from planner.gpus import gpu_from_nvml_name
+from planner.gpus import find_gpu, gpu_from_nvml_name
 from planner.hf_config import spec_from_hf_config
 from planner.layers import adapter_params
 from planner.memory.breakdown import MemoryBreakdown, estimate_memory
@@ -27,6 +27,8 @@ from planner.specs import ModelSpec
 from recipes.schema import Recipe
 
 GIB = 1024**3
+#: The GPU a CPU run's tensors are planned on (any catalog GPU gives the same tensor bytes).
+STAND_IN_GPU = "H100"
 FitStatus = Literal["fits", "too-big", "skipped"]
 _ATTENTION = {"sdpa": "sdpa", "flash_attention_2": "flash", "eager": "eager"}
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 2}
@@ -47,6 +49,9 @@ class FitReport:
     warnings: tuple[str, ...]
     #: Rough size of one checkpoint plus the final weights (for the disk check).
     checkpoint_bytes: int | None
+    #: The planner's tensor bytes per GPU (per rank on a CPU run, planned as on a GPU),
+    #: what a run's measured peaks are set against (`tuneboard status`); None if unknown.
+    planned_tensor_bytes: int | None = None
 
     @property
     def refused(self) -> bool:
@@ -124,7 +129,13 @@ def check_fit(
                 f"{load / GIB:.1f} GiB > {node_ram_bytes / GIB:.1f} GiB node RAM"
             )
         why = "CPU run: no GPU memory to check" if cpu else "no GPU detected"
-        return replace(_skipped(why), warnings=tuple(warnings), checkpoint_bytes=ckpt)
+        return replace(
+            _skipped(why),
+            setup_label=setup.label(),
+            warnings=tuple(warnings),
+            checkpoint_bytes=ckpt,
+            planned_tensor_bytes=_tensor_bytes(spec, setup, nodes, nproc_per_node),
+        )
     gpu = gpu_from_nvml_name(gpu_name, gpu_memory_bytes)
     if gpu is None:
         return replace(
@@ -175,7 +186,33 @@ def check_fit(
         min_free_gpu_bytes=min_free_gpu_bytes,
         warnings=tuple(warnings),
         checkpoint_bytes=ckpt,
+        planned_tensor_bytes=mem.total_bytes
+        - mem.framework_overhead_bytes
+        - mem.fragmentation_bytes,
     )
+
+
+def _tensor_bytes(spec: ModelSpec, setup: Setup, nodes: int, nproc_per_node: int) -> int | None:
+    """Per-rank tensor bytes when no GPU is there to plan for (a CPU run): planned on a
+    stand-in GPU, whose size does not change what the tensors weigh."""
+    cluster = cluster_from_parts(
+        find_gpu(STAND_IN_GPU),
+        nodes,
+        nproc_per_node,
+        node_ram=None,
+        network=None,
+        nvme=None,
+        source="stand-in",
+    )
+    try:
+        return _tensors(estimate_memory(spec, cluster, setup))
+    except PlannerInputError:
+        return None
+
+
+def _tensors(mem: MemoryBreakdown) -> int:
+    """The planned peak less what is not a tensor (CUDA context, workspaces, fragments)."""
+    return mem.total_bytes - mem.framework_overhead_bytes - mem.fragmentation_bytes
 
 
 def _skipped(reason: str) -> FitReport:

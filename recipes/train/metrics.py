@@ -16,6 +16,9 @@ and every evaluation, flushed per line (a tailer never sees half a line). Keys:
   elapsed_s          wall seconds since this process started training
   eta_s              remaining steps x mean step time of this process (null at step 0)
   gpu_mem_peak_bytes torch.cuda.max_memory_allocated() on rank 0; null without CUDA
+  memory             (train lines) every rank's peaks so far, in rank order: rank, node,
+                     pid, device, allocated_peak_bytes, reserved_peak_bytes,
+                     device_used_bytes, rss_peak_bytes (recipes/train/memory_peaks.py)
   eval_*             evaluation metrics (eval_loss, ...) on eval lines
   extra              other numbers the trainer logged (TRL: mean_token_accuracy,
                      rewards/chosen, ...)
@@ -33,6 +36,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from recipes.train.memory_peaks import gather_peaks
 from recipes.train.runtime import StatusFile
 
 _STANDARD = {"loss", "grad_norm", "learning_rate", "epoch", "num_input_tokens_seen", "step"}
@@ -64,6 +68,13 @@ class MetricsCallback(TrainerCallback):
     ) -> None:
         logs = logs or {}
         is_eval = any(k.startswith("eval_") for k in logs)
+        # Every rank logs the same (reduced) keys at the same step, so every rank takes
+        # part in this gather, or none does.
+        memory = (
+            gather_peaks(args.process_index, args.local_process_index)
+            if "loss" in logs and not is_eval
+            else None
+        )
         if not state.is_world_process_zero or ("loss" not in logs and not is_eval):
             return  # the end-of-training summary goes to status.json instead
         now = time.monotonic()
@@ -92,6 +103,8 @@ class MetricsCallback(TrainerCallback):
             "eta_s": round(eta, 1) if eta is not None else None,
             "gpu_mem_peak_bytes": _gpu_peak_bytes(),
         }
+        if memory is not None:
+            line["memory"] = memory
         line.update({k: _num(v) for k, v in logs.items() if k.startswith("eval_")})
         extra = {
             k: _num(v)
@@ -108,12 +121,14 @@ class MetricsCallback(TrainerCallback):
         self.status.update(step=step, total_steps=state.max_steps, loss=line["loss"])
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        memory = gather_peaks(args.process_index, args.local_process_index)  # every rank
         summary = {k: v for k, v in (state.log_history[-1] if state.log_history else {}).items()}
         self.status.update(
             step=state.global_step,
             total_steps=state.max_steps,
             train_runtime_s=summary.get("train_runtime"),
             train_loss=_num(summary.get("train_loss")),
+            memory=memory,
         )
 
 

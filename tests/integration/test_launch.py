@@ -258,6 +258,14 @@ def test_two_nodes_train_the_tiny_lora_recipe(
     assert state.status == "succeeded"
     assert [(n.name, n.exit_code) for n in state.nodes] == [("node0", 0), ("node1", 0)]
     assert state.progress is not None and state.progress.step == 10
+    # plan vs actual: every rank's peaks (RSS on CPU) beside the plan made at launch
+    memory = state.progress.memory
+    assert [m.rank for m in memory] == [0, 1, 2, 3]
+    assert all(m.device == "cpu" and (m.rss_peak_bytes or 0) > 100 * 2**20 for m in memory)
+    assert state.planned is not None and state.planned.tensor_bytes > 0
+    assert state.planned.gpu_name is None  # a CPU run: tensors planned alone
+    shown = tb("status", job.id, state=state_home, cwd=shared)
+    assert "memory planned for lora" in shown.stdout and "(RSS)" in shown.stdout, shown.stdout
     log = job.combined_log.read_text()
     for node, rank in (("node0", 0), ("node0", 1), ("node1", 2), ("node1", 3)):
         assert f"\n{node}/{rank} " in log, f"no line from {node}/{rank}"

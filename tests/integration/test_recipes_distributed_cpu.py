@@ -40,6 +40,13 @@ def test_ddp_two_processes_lora(workdir: Path) -> None:
     assert_learned(run)
     assert not (run.out_dir / "deepspeed.json").exists()  # zero_stage 0 is plain DDP
     assert run.metrics[-1]["epoch"] == pytest.approx(20 * 16 / 256)  # 2 ranks x 8 per step
+    # every rank's peaks, gathered to rank 0 (a CPU run: RSS only, no CUDA figures)
+    for line in (m for m in run.metrics if m["event"] == "train"):
+        peaks = line["memory"]
+        assert [p["rank"] for p in peaks] == [0, 1] and len({p["pid"] for p in peaks}) == 2
+        assert all(p["device"] == "cpu" and p["allocated_peak_bytes"] is None for p in peaks)
+        assert all(p["rss_peak_bytes"] > 100 * 2**20 for p in peaks)
+    assert [p["rank"] for p in run.status["memory"]] == [0, 1]  # and at the end, status.json
 
 
 def test_zero2_two_processes_resume_after_a_stop(workdir: Path) -> None:
