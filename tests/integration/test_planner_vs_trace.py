@@ -197,25 +197,28 @@ def test_optimizer_step_matches_trace_per_implementation(dtype: str, optimizer: 
 
 #: Small vocabulary: the logits do not hide what the layers save.
 SMALL_VOCAB = {**LLAMA, "num_key_value_heads": 4, "vocab_size": 2000}
-QLORA_CASES = [
-    (precision, ckpt, dropout)
+ADAPTER_CASES = [
+    (method, precision, ckpt, dropout)
+    for method in ("lora", "qlora")
     for precision in ("bf16-pure", "bf16-mixed")
     for ckpt in (False, True)
     for dropout in (0.0, 0.05)
 ]
 
 
-@pytest.mark.parametrize(("precision", "ckpt", "dropout"), QLORA_CASES)
-def test_qlora_activations_match_a_trace_of_the_4bit_behaviour(
-    precision: str, ckpt: bool, dropout: float
+@pytest.mark.parametrize(("method", "precision", "ckpt", "dropout"), ADAPTER_CASES)
+def test_adapter_activations_match_a_trace_as_the_trainer_runs_them(
+    method: str, precision: str, ckpt: bool, dropout: float
 ) -> None:
-    """QLoRA's fp32 residual stream (PEFT's upcasts, Linear4bit's output in its input's
-    dtype), traced on the emulation in planner/qlora_emulation.py, under autocast for
-    bf16-mixed as the Trainer runs it: within 5%, never more than 5% under. Planned as
-    LoRA on 16-bit activations (before) this was 13-34% under."""
-    case = Case("qlora", SMALL_VOCAB, method="lora", ckpt=ckpt, lora_dropout=dropout)
+    """LoRA and QLoRA, pure and under autocast (bf16-mixed, as the Trainer runs it), with
+    and without checkpointing and dropout, on a small vocabulary so that the logits do not
+    hide the layers: never more than 5% under, at most 6% over. QLoRA's fp32 residual
+    stream is traced on planner/qlora_emulation.py; planned as LoRA on 16-bit activations
+    it was 13-34% under, and LoRA with checkpointing was 8-22% under before the adapters'
+    backward term (planner/memory/activations.py, adapter_backward_bytes)."""
+    case = Case(method, SMALL_VOCAB, method="lora", ckpt=ckpt, lora_dropout=dropout)
     spec = spec_from_hf_config(case.config, name=case.name, source="config")
-    setup = replace(_setup(case), method="qlora", precision=precision)  # type: ignore[arg-type]
+    setup = replace(_setup(case), method=method, precision=precision)  # type: ignore[arg-type]
     acts = activation_estimate(spec, setup)
     trace = trace_mod.trace_training_step(
         case.config,
@@ -226,7 +229,7 @@ def test_qlora_activations_match_a_trace_of_the_4bit_behaviour(
         gradient_checkpointing=ckpt,
         lora_rank=8,
         lora_dropout=dropout,
-        qlora=True,
+        qlora=method == "qlora",
         autocast=precision == "bf16-mixed",
         optimizer="adamw_fused",
         warm_start=True,
@@ -234,6 +237,7 @@ def test_qlora_activations_match_a_trace_of_the_4bit_behaviour(
     trace_dynamic = max(trace.phase_peak_bytes["forward"], trace.phase_peak_bytes["backward"])
     trace_dynamic -= trace.weights_bytes + trace.optimizer_bytes
     ours = acts.activations_bytes + acts.logits_bytes - acts.overlap_bytes
-    assert ours == pytest.approx(trace_dynamic, rel=0.05)
-    lora = activation_estimate(spec, replace(setup, method="lora"))
-    assert ours > lora.activations_bytes + lora.logits_bytes - lora.overlap_bytes
+    assert -0.05 <= ours / trace_dynamic - 1 <= 0.06, (ours, trace_dynamic)
+    if method == "qlora":
+        lora = activation_estimate(spec, replace(setup, method="lora"))
+        assert ours > lora.activations_bytes + lora.logits_bytes - lora.overlap_bytes
