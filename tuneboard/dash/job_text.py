@@ -88,8 +88,21 @@ def job_stats(state: DashState, width: int = 120) -> Text:
     mfu = state.mfu()
     text.append(fmt.MISSING if mfu is None else f"{mfu:.0%}")
     text.append("  mem peak ", style="dim")
-    peak = last.gpu_mem_peak_bytes if last else None
+    peak = last.memory_peak_bytes if last else None
+    measure = last.memory_measure if last else None
+    if peak is None and last is not None:
+        peak, measure = last.gpu_mem_peak_bytes, None  # an older recipe: rank 0's tensors
     text.append(fmt.MISSING if peak is None else f"{fmt.gib(peak)} GiB")
+    if peak is not None and measure:
+        text.append(f" {measure}", style="dim")
+    info = state.job.info
+    planned = info.planned_bytes if info else None
+    if planned:
+        text.append(" · plan ", style="dim")
+        text.append(f"{fmt.gib(planned)} GiB")
+        if peak is not None:
+            ratio = peak / planned
+            text.append(f" ({ratio:.2f}x)", style="bold yellow" if ratio > 1.1 else "")
     return text
 
 

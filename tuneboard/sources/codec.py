@@ -91,7 +91,25 @@ def step_metrics(data: object) -> StepMetrics:
         raise CodecError(f"metrics line: expected a JSON object, got {type(data).__name__}")
     if "step" not in data:
         raise CodecError("metrics line: no 'step'")
+    if "memory_peak_bytes" not in data and isinstance(data.get("memory"), list):
+        data = {**data, **_largest_peak(data["memory"])}
     return _flat(StepMetrics, data)
+
+
+def _largest_peak(memory: list[Any]) -> dict[str, Any]:
+    """The largest rank's measured peak of a metrics line's `memory` list (reserved on
+    CUDA, RSS on CPU: recipes/train/memory_peaks.py); nothing when no rank has one."""
+    for key, measure in (("reserved_peak_bytes", "reserved"), ("rss_peak_bytes", "RSS")):
+        values = [_peak_of(m, key) for m in memory]
+        found = [v for v in values if v is not None]
+        if found:
+            return {"memory_peak_bytes": max(found), "memory_measure": measure}
+    return {}
+
+
+def _peak_of(rank: object, key: str) -> int | None:
+    value = rank.get(key) if isinstance(rank, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def status_from(data: dict[str, Any], time_s: float) -> StatusSnapshot:
@@ -126,6 +144,8 @@ _INT_FIELDS = {
     "total_steps",
     "tokens_seen",
     "gpu_mem_peak_bytes",
+    "memory_peak_bytes",
+    "planned_bytes",
     "used_memory_bytes",
     "memory_used_bytes",
     "memory_total_bytes",
@@ -136,7 +156,17 @@ _INT_FIELDS = {
     "params",
     "gpus",
 }
-_STR_FIELDS = {"name", "uuid", "error", "node", "source", "message", "model"}
+_STR_FIELDS = {
+    "name",
+    "uuid",
+    "error",
+    "node",
+    "source",
+    "message",
+    "model",
+    "memory_measure",
+    "planned_setup",
+}
 
 
 def _flat(cls: type[T], data: object, nested: tuple[str, ...] = ()) -> T:

@@ -150,7 +150,16 @@ class JobDirSource:
                     if self._state is None:
                         return [info]
                     gpus = self._state.world_size or info.gpus
-                    return [replace(info, gpus=gpus, name=self._state.name)]
+                    planned = self._state.planned
+                    return [
+                        replace(
+                            info,
+                            gpus=gpus,
+                            name=self._state.name,
+                            planned_bytes=planned.tensor_bytes if planned else None,
+                            planned_setup=planned.setup_label if planned else None,
+                        )
+                    ]
         return []
 
     def _read_metrics(self, now: float) -> MetricsSnapshot | None:

@@ -88,6 +88,10 @@ class StepMetrics:
     elapsed_s: float | None = None
     eta_s: float | None = None
     gpu_mem_peak_bytes: int | None = None
+    #: The largest rank's peak so far (from the line's per-rank `memory`): the caching
+    #: allocator's reserved peak on CUDA, the process's peak RSS on a CPU run.
+    memory_peak_bytes: int | None = None
+    memory_measure: str | None = None  # "reserved" | "RSS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,9 @@ class JobInfo:
     #: Model FLOPs per trained token (forward + backward, no recompute), for MFU.
     flops_per_token: float | None = None
     gpus: int | None = None
+    #: The planner's tensor bytes per GPU at launch (the launcher's state.json `planned`).
+    planned_bytes: int | None = None
+    planned_setup: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
