@@ -113,6 +113,8 @@ def plan_to_dict(
             "inter_node_bytes_per_s": cl.inter_node_bytes_per_s,
             "nvme_bytes": cl.nvme_bytes,
             "source": cl.source,
+            # this user's fitted constants (tuneboard plan --calibrate), or null: built-in
+            "calibration": asdict(cl.calibration) if cl.calibration else None,
         },
         "train_tokens": train_tokens,
         "candidates": [

@@ -86,6 +86,23 @@ class GpuSpec:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """Constants fitted from this user's own finished runs (planner/calibration.py), used
+    instead of the provisional ones in planner/memory/overhead.py for one GPU model."""
+
+    gpu_name: str
+    multi_node: bool
+    torch_version: str | None
+    #: Largest measured (reserved - allocated) / allocated peak: the allocator's share.
+    fragmentation_fraction: float
+    #: Largest measured NVML used - reserved: CUDA context, cuBLAS, NCCL, per GPU.
+    non_torch_bytes: int
+    ranks: int  # how many rank measurements it was fitted from
+    jobs: int
+    source: str  # the calibration file
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     """Homogeneous nodes, each with `gpus_per_node` GPUs of one model."""
 
@@ -96,6 +113,8 @@ class ClusterSpec:
     inter_node_bytes_per_s: float  # per node, one direction (e.g. 4x200 Gb/s IB = 100e9)
     nvme_bytes: int | None  # free NVMe per node for offload; None: unknown
     source: str  # what it came from: "24xA800", a hostfile, "detected"
+    #: This user's fitted constants for the GPU, when a calibration file has them.
+    calibration: Calibration | None = None
 
     @property
     def world_size(self) -> int:

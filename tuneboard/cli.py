@@ -11,6 +11,7 @@ import sys
 import typer
 
 from planner.errors import UserInputError
+from tuneboard.cli_hints import MISSING_HINTS
 
 app = typer.Typer(
     name="tuneboard",
@@ -103,24 +104,13 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-#: What to give for a required argument or option, by parameter name; one without an
-#: entry here is described by its own --help text.
-_MISSING_HINTS: dict[str, str] = {
-    "job": "give a job id, a unique prefix of it, or 'latest' (see tuneboard jobs)",
-    "model": "a catalog name (tuneboard models), a config.json or its folder, an HF id, "
-    "or a size like 7b",
-    "recipe": "give a recipe YAML file (recipes/configs/ has examples; "
-    "tuneboard plan --write recipe.yaml writes one)",
-}
-
-
 def _missing_parameter_message(exc: Exception) -> str:
     """`missing JOB: give a job id ...` / `--model/-m is required: a catalog name ...`."""
     param = getattr(exc, "param", None)
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "tuneboard"
     name = str(getattr(param, "name", "") or "")
-    hint = _MISSING_HINTS.get(name) or str(getattr(param, "help", "") or "").rstrip(".")
+    hint = MISSING_HINTS.get(name) or str(getattr(param, "help", "") or "").rstrip(".")
     hint = hint or f"see {command} --help"
     opts: list[str] = list(getattr(param, "opts", []) or [])
     if getattr(param, "param_type_name", "") == "option" and opts:

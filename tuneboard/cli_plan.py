@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from planner.errors import PlannerInputError
+from tuneboard.cli_hints import MISSING_HINTS
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from planner.specs import ClusterSpec
 
 T = TypeVar("T", bound=str)
 
@@ -32,6 +38,59 @@ Examples:
 Pin any dimension (--method, --zero, --micro-batch, ...); pinning all of them
 gives exactly one candidate. Without --gpus the local GPUs are detected (NVML).
 """
+
+
+def _with_calibration(cluster: ClusterSpec, path: Path | None, *, explicit: bool) -> ClusterSpec:
+    """The cluster with this user's fitted constants for its GPU, when the file has them
+    (a file named on the command line must exist; the default one may not)."""
+    from planner.calibration import choose, load
+
+    if path is None:
+        return cluster
+    if not path.is_file():
+        if explicit:
+            raise PlannerInputError(
+                f"--calibration {path}: no such file (tuneboard plan --calibrate JOB writes it; "
+                "'none' plans with the built-in constants)"
+            )
+        return cluster
+    found = choose(load(path), cluster.gpu.name, cluster.nodes > 1)
+    return replace(cluster, calibration=found) if found else cluster
+
+
+def _calibrate(jobs: list[str], path: Path | None, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from tuneboard.calibrate import calibrate, default_calibration_path
+    from tuneboard.output import emit
+
+    target = path or default_calibration_path()
+    fitted, skipped = calibrate(jobs, target)
+    data = {
+        "calibration_file": str(target),
+        "fitted": [asdict(c) for c in fitted],
+        "skipped": skipped,
+    }
+
+    def show(out: Console) -> None:
+        for c in fitted:
+            nodes = "multi-node" if c.multi_node else "one node"
+            out.print(
+                f"{c.gpu_name} ({nodes}, torch {c.torch_version or '?'}): allocator "
+                f"+{c.fragmentation_fraction:.1%} over the tensors, "
+                f"{c.non_torch_bytes / 2**30:.2f} GiB outside PyTorch per GPU "
+                f"(from {c.ranks} ranks of {c.jobs} jobs)",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        for line in skipped:
+            out.print(f"skipped {line}", markup=False, highlight=False, style="dim")
+        out.print(
+            f"written to {target}; later plans for these GPUs use it", markup=False, soft_wrap=True
+        )
+
+    emit(data, as_json, show)
 
 
 def _choice(value: str | None, allowed: tuple[T, ...], flag: str) -> T | None:
@@ -68,14 +127,14 @@ def register(app: typer.Typer) -> None:
 
 def plan(
     model: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--model",
             "-m",
             help="Catalog name (llama-2-70b), size (7b, 30b, 0.5b), config.json or its folder, "
             "or an HF id (org/name; needs network).",
         ),
-    ],
+    ] = None,
     gpus: Annotated[
         str | None,
         typer.Option(
@@ -183,6 +242,25 @@ def plan(
     write: Annotated[
         Path | None, typer.Option("--write", help="Write the recommendation as a recipe YAML")
     ] = None,
+    calibrate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--calibrate",
+            metavar="JOB",
+            help="Fit this cluster's allocator and CUDA/NCCL constants from finished GPU jobs "
+            "(ids or directories; repeat the option) into the calibration file, then exit",
+        ),
+    ] = None,
+    calibration: Annotated[
+        str | None,
+        typer.Option(
+            "--calibration",
+            metavar="FILE",
+            help="Calibration file to plan with and to --calibrate into "
+            "[default: ~/.config/tuneboard/calibration.json, used when it exists; 'none': "
+            "the built-in constants]",
+        ),
+    ] = None,
 ) -> None:
     from planner.cluster_spec import build_cluster
     from planner.models import resolve_model_config
@@ -197,9 +275,22 @@ def plan(
         PRECISIONS,
         Constraints,
     )
+    from tuneboard.calibrate import NO_CALIBRATION, default_calibration_path
     from tuneboard.output import emit
     from tuneboard.render_plan import render_plan
 
+    calibration_path = (
+        None
+        if calibration == NO_CALIBRATION
+        else Path(calibration).expanduser()
+        if calibration
+        else default_calibration_path()
+    )
+    if calibrate:
+        _calibrate(calibrate, calibration_path, as_json)
+        return
+    if model is None:
+        raise PlannerInputError(f"--model/-m is required: {MISSING_HINTS['model']}")
     spec, hf_config = resolve_model_config(model)
     if gpus is None:
         from tuneboard.detect import detect_local_cluster
@@ -209,6 +300,7 @@ def plan(
         cluster = build_cluster(
             gpus, gpus_per_node=gpus_per_node, node_ram=node_ram, network=network, nvme=nvme
         )
+    cluster = _with_calibration(cluster, calibration_path, explicit=calibration is not None)
     constraints = Constraints(
         method=_choice(method, METHODS, "--method"),
         precision=_choice(precision, PRECISIONS, "--precision"),

@@ -77,6 +77,16 @@ def render_plan(
         f"usable {usable} GiB = {USABLE_FRACTION:.0%}) · node RAM "
         f"{cl.node_ram_bytes / GIB:.0f} GiB · network {network_gbps:.0f} Gb/s"
     )
+    cal = cl.calibration
+    if cal is not None:
+        con.print(
+            f"calibrated on this cluster's runs: allocator +{cal.fragmentation_fraction:.1%}, "
+            f"{cal.non_torch_bytes / GIB:.2f} GiB outside PyTorch per GPU (torch "
+            f"{cal.torch_version or '?'}, {cal.ranks} ranks of {cal.jobs} jobs; {cal.source})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     first = plan.candidates[0].setup if plan.candidates else None
     if first is not None:
         con.print(

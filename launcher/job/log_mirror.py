@@ -109,9 +109,14 @@ def rank_memory(value: object) -> tuple[RankMemory, ...]:
                 reserved_peak_bytes=_int(item.get("reserved_peak_bytes")),
                 device_used_bytes=_int(item.get("device_used_bytes")),
                 rss_peak_bytes=_int(item.get("rss_peak_bytes")),
+                torch_version=_str(item.get("torch_version")),
             )
         )
     return tuple(sorted(out, key=lambda m: m.rank))
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _int(value: object) -> int | None:

@@ -77,6 +77,7 @@ class RankMemory:
     reserved_peak_bytes: int | None = None
     device_used_bytes: int | None = None
     rss_peak_bytes: int | None = None
+    torch_version: str | None = None
 
 
 @dataclass(frozen=True)

@@ -120,8 +120,9 @@ def estimate_memory(
     )
     tensor_peak = max(at_forward, at_head, at_step)
     dynamic = activations + logits + states.gradients_bytes + buf.persistent_bytes
-    frag = fragmentation_bytes(dynamic)
-    overhead = framework_overhead_bytes(cluster.world_size, cluster.nodes)
+    calibration = cluster.calibration
+    frag = fragmentation_bytes(dynamic, tensor_peak, calibration)
+    overhead = framework_overhead_bytes(cluster.world_size, cluster.nodes, calibration)
     host = host_memory(spec, cluster, setup, states)
     return MemoryBreakdown(
         weights_bytes=states.weights_bytes,

@@ -10,6 +10,8 @@ on real GPUs; until then they err high, never low.
 
 from __future__ import annotations
 
+from planner.specs import Calibration
+
 MIB = 1024**2
 GIB = 1024**3
 
@@ -24,13 +26,24 @@ FRAGMENTATION_FRACTION = 0.05
 USABLE_FRACTION = 0.95
 
 
-def framework_overhead_bytes(world_size: int, nodes: int) -> int:
-    """CUDA context + cuBLAS workspace + NCCL communicator buffers, per GPU."""
+def framework_overhead_bytes(
+    world_size: int, nodes: int, calibration: Calibration | None = None
+) -> int:
+    """CUDA context + cuBLAS workspace + NCCL communicator buffers, per GPU; measured on
+    this user's own runs when a calibration is given (planner/calibration.py)."""
+    if calibration is not None:
+        return calibration.non_torch_bytes
     total = CUDA_CONTEXT_BYTES + CUBLAS_WORKSPACE_BYTES
     if world_size > 1:
         total += NCCL_INTER_NODE_BYTES if nodes > 1 else NCCL_INTRA_NODE_BYTES
     return total
 
 
-def fragmentation_bytes(dynamic_bytes: int) -> int:
+def fragmentation_bytes(
+    dynamic_bytes: int, tensor_peak_bytes: int = 0, calibration: Calibration | None = None
+) -> int:
+    """What the caching allocator holds beyond the tensors: 5% of what comes and goes,
+    or, calibrated, the measured share of the tensor peak."""
+    if calibration is not None:
+        return round(calibration.fragmentation_fraction * tensor_peak_bytes)
     return round(FRAGMENTATION_FRACTION * dynamic_bytes)

@@ -34,6 +34,7 @@ def rank_peaks(rank: int, local_rank: int) -> dict[str, Any]:
         "reserved_peak_bytes": None,
         "device_used_bytes": None,
         "rss_peak_bytes": int(rss_bytes),
+        "torch_version": str(torch.__version__),
     }
     if torch.cuda.is_available():
         device = torch.cuda.current_device()
