@@ -54,6 +54,7 @@ def candidate_to_dict(
             "flops_per_token": t.flops_per_token,
             "compute_s": t.compute_s,
             "communication_s": t.communication_s,
+            "optimizer_s": t.optimizer_s,
             "offload_s": t.offload_s,
             "mfu": t.mfu,
         },

@@ -20,6 +20,17 @@
   same volume), at 70% of line rate (NCCL bus bandwidth in practice).
   Half of the compute time hides communication (DeepSpeed `overlap_comm`,
   DDP bucketing); the rest is exposed.
+  What cannot hide: each collective's latency (NCCL_LATENCY_S; nccl-tests report
+  tens of microseconds for small messages inside a node, more across nodes), and
+  ZeRO-3/FSDP issue one per layer per pass.
+- The optimizer step is memory-bound: every trainable parameter of the rank's shard
+  is read and written at HBM speed (HBM_EFFICIENCY of the datasheet, as STREAM-like
+  kernels reach). Fused AdamW (`torch._fused_adamw_`) reads weight, gradient, m and v
+  and writes weight, m and v once; the foreach and single-tensor paths run one kernel
+  per operation (lerp, mul, addcmul, sqrt, div, add, addcdiv: torch/optim/adam.py),
+  about three times the traffic; mixed precision then copies the fp32 master into the
+  16-bit weights, and gradient clipping reads every gradient once more. It does not
+  shrink with the micro-batch, so tokens/s grows with it, and ZeRO-1+ shards it.
 - Offload: DeepSpeed CPU Adam at CPU_ADAM_PARAMS_PER_S per node, gradients down
   and weights up over PCIe; NVMe at NVME_BYTES_PER_S per node.
 """
@@ -39,6 +50,8 @@ LINK_EFFICIENCY = 0.7
 OVERLAP_FRACTION = 0.5
 CPU_ADAM_PARAMS_PER_S = 1.0e9
 NVME_BYTES_PER_S = 6.0e9
+HBM_EFFICIENCY = 0.8
+NCCL_LATENCY_S = 50e-6
 QLORA_SLOWDOWN = 1 / 0.7
 DORA_SLOWDOWN = 1 / 0.8
 
@@ -50,6 +63,7 @@ class TimeEstimate:
     flops_per_token: float
     compute_s: float  # per optimizer step, per GPU
     communication_s: float  # exposed (not hidden behind compute)
+    optimizer_s: float  # the optimizer step on the GPU (memory-bound)
     offload_s: float
     step_time_s: float
     tokens_per_step: int  # all GPUs, one optimizer step
@@ -105,6 +119,29 @@ def _per_gpu_link_bytes_per_s(cluster: ClusterSpec) -> float:
     return min(intra, cluster.inter_node_bytes_per_s) * LINK_EFFICIENCY
 
 
+def optimizer_step_s(spec: ModelSpec, cluster: ClusterSpec, setup: Setup, dp: int) -> float:
+    """Seconds of one optimizer step on one GPU: bytes moved through HBM (module docstring)."""
+    if setup.offload_optimizer != "none":
+        return 0.0  # DeepSpeed's CPU Adam: offload_s
+    mp = setup.tp * setup.pp
+    n = trainable_params(spec, setup) / mp
+    if setup.shards_optimizer:
+        n /= dp
+    layout = ADAPTER if setup.is_adapter else LAYOUTS[setup.precision]
+    state = {"adamw-8bit": 1.0, "paged-adamw-8bit": 1.0, "sgd": 0.0}.get(
+        setup.optimizer, float(layout.state_bytes if setup.optimizer != "adafactor" else 4)
+    )
+    weight = layout.master_bytes or layout.weight_bytes
+    grad = 4 if layout.master_bytes else layout.grad_bytes
+    per_param = 2 * weight + grad + 4 * state  # fused: read w, g, m, v; write w, m, v
+    if setup.optimizer in ("adamw-foreach", "adamw-single", "adafactor"):
+        per_param *= 3  # one kernel per operation
+    if layout.master_bytes:
+        per_param += layout.master_bytes + layout.weight_bytes  # master -> 16-bit copy
+    per_param += layout.grad_bytes  # gradient clipping's norm
+    return n * per_param / (cluster.gpu.hbm_bytes_per_s * HBM_EFFICIENCY)
+
+
 def estimate_time(spec: ModelSpec, cluster: ClusterSpec, setup: Setup) -> TimeEstimate:
     mp = setup.tp * setup.pp
     dp = cluster.world_size // mp
@@ -132,12 +169,22 @@ def estimate_time(spec: ModelSpec, cluster: ClusterSpec, setup: Setup) -> TimeEs
         gathers = 3 if setup.gradient_checkpointing else 2
         volume = ga * (gathers * ring * weights + ring * grads)
     comm = volume / _per_gpu_link_bytes_per_s(cluster) if dp > 1 else 0.0
+    latency = 0.0
+    if dp > 1:
+        if setup.zero_stage == 3 or setup.fsdp in ("full", "hybrid"):
+            layers = spec.num_layers / setup.pp
+            per_micro = layers * ((3 if setup.gradient_checkpointing else 2) + 1)
+            latency = ga * per_micro * NCCL_LATENCY_S
+        else:
+            latency = NCCL_LATENCY_S * (ga if setup.zero_stage == 2 else 1)
+        latency *= 4 if cluster.nodes > 1 else 1
     if setup.tp > 1:  # 4 all-reduces of the activations per layer, forward and backward
         act = tokens_micro * spec.hidden_size * layout.activation_bytes
         tp_ring = 2 * (setup.tp - 1) / setup.tp
         nvlink = (cluster.gpu.nvlink_bytes_per_s or cluster.gpu.pcie_bytes_per_s) * LINK_EFFICIENCY
         comm += ga * 4 * spec.num_layers / setup.pp * act * tp_ring / nvlink
-    exposed = max(0.0, comm - OVERLAP_FRACTION * compute)
+    exposed = max(0.0, comm - OVERLAP_FRACTION * compute) + latency
+    optimizer = optimizer_step_s(spec, cluster, setup, dp)
 
     offload = 0.0
     n_rank = trainable_params(spec, setup) / mp / dp
@@ -152,12 +199,13 @@ def estimate_time(spec: ModelSpec, cluster: ClusterSpec, setup: Setup) -> TimeEs
         if setup.offload_params == "nvme":
             offload += ga * passes * weights / dp * cluster.gpus_per_node / NVME_BYTES_PER_S
 
-    step = compute + exposed + offload
+    step = compute + exposed + optimizer + offload
     tokens_step = tokens_micro * ga * dp
     return TimeEstimate(
         flops_per_token=flops_token,
         compute_s=compute,
         communication_s=exposed,
+        optimizer_s=optimizer,
         offload_s=offload,
         step_time_s=step,
         tokens_per_step=tokens_step,
