@@ -157,7 +157,8 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds:.0f} s"
 
 
-def format_progress(p: Progress) -> str:
+def format_progress(p: Progress, ended: bool = False) -> str:
+    """`step 10/40 (25%) · loss 1.2 · 2.3k tok/s · ETA 3 m` (no ETA once the job ended)."""
     parts = []
     if p.step is not None:
         total = f"/{p.total_steps}" if p.total_steps else ""
@@ -168,7 +169,7 @@ def format_progress(p: Progress) -> str:
     if p.tokens_per_s is not None:
         rate = p.tokens_per_s
         parts.append(f"{rate / 1000:.1f}k tok/s" if rate >= 1000 else f"{rate:.0f} tok/s")
-    if p.eta_s is not None:
+    if p.eta_s is not None and not ended:
         parts.append(f"ETA {format_duration(p.eta_s)}")
     return " · ".join(parts) or "starting"
 
@@ -286,7 +287,7 @@ def render_status(console: Console, state: JobState, status: str, job_dir: str) 
     if state.message:
         console.print(state.message, markup=False, highlight=False, soft_wrap=True)
     if state.progress is not None:
-        console.print(format_progress(state.progress))
+        console.print(format_progress(state.progress, ended=state.final))
     table = Table(box=box.SIMPLE_HEAD)
     for col in ("node", "node rank", "ranks", "status", "exit", "pgid", "iface", "workdir"):
         table.add_column(col)

@@ -58,3 +58,21 @@ def test_the_job_screen_sets_the_peak_against_the_plan(tmp_path: Path) -> None:
     # nothing planned (a run tuneboard did not launch): the peak alone
     state.job.info = dataclasses.replace(info, planned_bytes=None)
     assert "plan" not in job_stats(state).plain.split("mem peak")[1]
+
+
+def test_an_ended_job_shows_no_eta() -> None:
+    from launcher.job.store import Progress
+    from tuneboard.dash.job_text import job_header
+    from tuneboard.render_launch import format_progress
+    from tuneboard.sources.snapshots import StatusSnapshot
+
+    state = DashState()
+    state.apply([MetricsSnapshot(1.0, (step_metrics({"step": 5, "eta_s": 120.0}),))])
+    state.apply([StatusSnapshot(1.0, "training")])
+    assert "ETA" in job_header(state).plain
+    for phase, raw in (("failed", None), ("done", None), (None, "stopped")):
+        state.apply([StatusSnapshot(2.0, phase, raw_phase=raw)])  # type: ignore[arg-type]
+        assert "ETA" not in job_header(state).plain
+    progress = Progress(step=5, total_steps=10, eta_s=120.0)
+    assert "ETA" in format_progress(progress)
+    assert "ETA" not in format_progress(progress, ended=True)

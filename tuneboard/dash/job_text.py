@@ -39,8 +39,12 @@ def job_header(state: DashState) -> Text:
         text.append(str(last.step), style="bold")
         if last.total_steps:
             text.append(f"/{last.total_steps} ({last.step / last.total_steps:.0%})")
-        text.append(" · ETA ", style="dim")
-        text.append(fmt.duration(last.eta_s), style="bold")
+        ended = status is not None and (
+            status.phase in ("done", "failed") or status.raw_phase in ("stopped", "stopping")
+        )
+        if not ended:  # a finished or stopped job has no time left to show
+            text.append(" · ETA ", style="dim")
+            text.append(fmt.duration(last.eta_s), style="bold")
         text.append(" · elapsed ", style="dim")
         text.append(fmt.duration(last.elapsed_s))
         text.append(" · epoch ", style="dim")
