@@ -75,7 +75,7 @@ def render_plan(
     con.print(
         f"[bold]{cl.nodes} × {cl.gpus_per_node} × {cl.gpu.name}[/] ({_g(cl.gpu.memory_bytes)} GiB, "
         f"usable {usable} GiB = {USABLE_FRACTION:.0%}) · node RAM "
-        f"{cl.node_ram_bytes / GIB:.0f} GiB · network {network_gbps:.0f} Gb/s"
+        f"{cl.node_ram_bytes / GIB:.0f} GiB · {network_gbps:.0f} Gb/s"
     )
     cal = cl.calibration
     if cal is not None:
@@ -152,8 +152,8 @@ def render_plan(
     if shown < len(plan.candidates):
         n_fit = sum(c.fits for c in plan.candidates)
         con.print(
-            f"[dim]{shown} of {len(plan.candidates)} candidates shown, {n_fit} fit "
-            "(--all for every one, --json for every number)[/]"
+            f"[dim]{shown} of {len(plan.candidates)} shown, {n_fit} fit "
+            "(--all: every one; --json: every number)[/]"
         )
 
     rec = plan.recommendation
@@ -162,11 +162,13 @@ def render_plan(
         con.print("or offload (--zero 3 --offload-optimizer cpu --offload-params cpu).")
     else:
         m = rec.memory
+        # Lines that each fit 80 columns: what to run, its memory, its speed.
+        con.print(f"[bold green]Recommended:[/] {rec.setup.label()}")
         con.print(
-            f"[bold green]Recommended:[/] {rec.setup.label()} — {_g(m.total_bytes)} GiB per GPU "
-            f"(peak at {m.peak_phase}), ~{_rate(rec.time.tokens_per_s)} tokens/s, "
-            f"{rec.time.step_time_s:.2f} s/step, host RAM {m.host.cpu_bytes / GIB:.0f} GiB per node"
+            f"  {_g(m.total_bytes)} GiB per GPU, peak in {m.peak_phase} · "
+            f"host RAM {m.host.cpu_bytes / GIB:.0f} GiB per node"
         )
+        con.print(f"  ~{_rate(rec.time.tokens_per_s)} tokens/s · {rec.time.step_time_s:.2f} s/step")
         train_time = data["candidates"][plan.recommended]["train_time_s"]
         if train_time is not None:
             con.print(f"  {_count(data['train_tokens'])} tokens in ~{_duration(train_time)}")

@@ -180,3 +180,12 @@ def test_catalog_commands() -> None:
     assert {"llama-2-70b", "mixtral-8x7b", "opt-66b", "bloom-176b", "yi-34b"} <= names
     gpus = run_cli("gpus", "--json")
     assert {"A800", "H100-SXM", "MI300X"} <= {g["name"] for g in gpus.json()}
+
+
+def test_plan_output_fits_an_80_column_terminal() -> None:
+    r = run_cli("plan", "--model", "30b", "--gpus", "24xA800", "--train-tokens", "2B",
+                env={"COLUMNS": "80"})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    long = [line for line in r.stdout.splitlines() if len(line) > 80]
+    assert long == []
+    assert "Recommended: full ZeRO-3 ckpt mb16\n" in r.stdout
