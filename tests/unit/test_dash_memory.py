@@ -76,3 +76,11 @@ def test_an_ended_job_shows_no_eta() -> None:
     progress = Progress(step=5, total_steps=10, eta_s=120.0)
     assert "ETA" in format_progress(progress)
     assert "ETA" not in format_progress(progress, ended=True)
+
+
+def test_log_lines_name_their_node_once() -> None:
+    from tuneboard.dash.log_view import log_line
+
+    assert log_line("node0", "node0/3 loss 1.2", all_nodes=True) == "node0/3 loss 1.2"
+    assert log_line("node0", "[tuneboard] done", all_nodes=True) == "node0 │ [tuneboard] done"
+    assert log_line("node0", "[tuneboard] done", all_nodes=False) == "[tuneboard] done"

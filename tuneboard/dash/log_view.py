@@ -11,6 +11,14 @@ from tuneboard.dash.state import DashLogs
 ALL = "__all__"
 
 
+def log_line(node: str, line: str, *, all_nodes: bool) -> str:
+    """A line as the log view shows it: in the all-nodes view prefixed with its node,
+    unless it already starts with `node/rank ` (the launcher's per-node logs do)."""
+    if not all_nodes or line.startswith(f"{node}/"):
+        return line
+    return f"{node} │ {line}"
+
+
 class LogView(Vertical):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -42,7 +50,7 @@ class LogView(Vertical):
         return not f or f in line.lower() or f in node.lower()
 
     def _fmt(self, node: str, line: str) -> str:
-        return line if self.node != ALL else f"{node} │ {line}"
+        return log_line(node, line, all_nodes=self.node == ALL)
 
     def show(self, logs: DashLogs) -> None:
         """Append what arrived since the last call (or rebuild if the nodes changed)."""
