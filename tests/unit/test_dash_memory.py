@@ -84,3 +84,12 @@ def test_log_lines_name_their_node_once() -> None:
     assert log_line("node0", "node0/3 loss 1.2", all_nodes=True) == "node0/3 loss 1.2"
     assert log_line("node0", "[tuneboard] done", all_nodes=True) == "node0 │ [tuneboard] done"
     assert log_line("node0", "[tuneboard] done", all_nodes=False) == "[tuneboard] done"
+
+
+def test_the_compact_view_keeps_long_node_names_whole() -> None:
+    from tuneboard.dash.cluster_rows import NODE_WIDTH, compact_columns, node_width
+
+    assert node_width(["node00", "node01"]) == NODE_WIDTH  # short names: as before
+    assert node_width(["127.0.0.1:2222"]) == len("● 127.0.0.1:2222")
+    assert node_width(["x" * 80]) == 28  # capped: the history column still fits
+    assert compact_columns(20, 8, node_width(["127.0.0.1:2222"]))[0].width == 16

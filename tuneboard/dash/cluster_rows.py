@@ -6,6 +6,7 @@ node, a block per GPU): 64 nodes × 8 GPUs is 64 rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from rich.text import Text
@@ -33,9 +34,23 @@ def detailed_columns(history_width: int) -> list[Column]:
     ]
 
 
-def compact_columns(history_width: int, gpus_per_node: int) -> list[Column]:
+#: The compact view's node column: at least this wide, wider for longer node names
+#: (`127.0.0.1:2222`), up to NODE_WIDTH_MAX.
+NODE_WIDTH = 12
+NODE_WIDTH_MAX = 28
+
+
+def node_width(names: Iterable[str]) -> int:
+    """The node column's width for these names: the health dot, a space, the name."""
+    longest = max((len(n) for n in names), default=0)
+    return max(NODE_WIDTH, min(NODE_WIDTH_MAX, 2 + longest))
+
+
+def compact_columns(
+    history_width: int, gpus_per_node: int, name_width: int = NODE_WIDTH
+) -> list[Column]:
     return [
-        Column("node", "node", 12),
+        Column("node", "node", name_width),
         Column("gpus", "GPUs", max(4, gpus_per_node)),
         Column("util", "util", 4),
         Column("memory", "memory", 10),

@@ -13,6 +13,7 @@ from tuneboard.dash import format as fmt
 from tuneboard.dash.alerts import Alert, Thresholds
 from tuneboard.dash.base_screen import Cached, DashScreen
 from tuneboard.dash.cluster_rows import (
+    NODE_WIDTH,
     Health,
     compact_columns,
     detailed_columns,
@@ -20,6 +21,7 @@ from tuneboard.dash.cluster_rows import (
     health_of,
     node_row_compact,
     node_rows_detailed,
+    node_width,
 )
 from tuneboard.dash.keyed_table import KeyedTable
 from tuneboard.dash.state import DashNode, DashState
@@ -63,9 +65,10 @@ class ClusterScreen(DashScreen):
         self._cache.clear()
         self.dash.refresh_now()
 
-    def _history_width(self, compact: bool, gpus_per_node: int) -> int:
+    def _history_width(self, compact: bool, gpus_per_node: int, name_width: int) -> int:
         width = self.size.width or 120
-        fixed = _COMPACT_FIXED + max(4, gpus_per_node) if compact else _DETAILED_FIXED
+        names = name_width - NODE_WIDTH  # beyond the default node column
+        fixed = _COMPACT_FIXED + max(4, gpus_per_node) + names if compact else _DETAILED_FIXED
         return max(6, min(40, width - fixed))
 
     def update_view(self, state: DashState, alerts: list[Alert], now: float) -> None:
@@ -74,9 +77,10 @@ class ClusterScreen(DashScreen):
         t = self.dash.config.thresholds
         compact = self.is_compact(state)
         per_node = max((len(n.gpus) for n in state.nodes.values()), default=8)
-        width = self._history_width(compact, per_node)
+        name_width = node_width(state.nodes)
+        width = self._history_width(compact, per_node, name_width)
         columns: list[Column] = (
-            compact_columns(width, per_node) if compact else detailed_columns(width)
+            compact_columns(width, per_node, name_width) if compact else detailed_columns(width)
         )
         rows: list[Row] = []
         healths: dict[Health, int] = {"ok": 0, "stale": 0, "lost": 0}
