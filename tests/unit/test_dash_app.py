@@ -273,3 +273,16 @@ async def test_record_then_replay_through_the_same_path(tmp_path: Path) -> None:
             again.state.nodes["node00"].gpus[3].sample == recorded[-1].gpus[3]
         )
         assert again.state.gpu_count() == 8
+
+
+@sync
+async def test_the_help_fits_an_80x24_terminal_without_scrolling() -> None:
+    app = replay_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, HelpScreen)
+        box = app.screen.query_one("#help-box")
+        assert box.max_scroll_y == 0 and box.max_scroll_x == 0
+        text = str(app.screen.query_one("#help-text").render())
+        assert "closes this help" in text

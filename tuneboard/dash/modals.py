@@ -13,24 +13,23 @@ from textual.widgets import Input, Static
 HELP = """\
 [b]tuneboard dashboard[/b] — keys (no mouse needed)
 
-  [b]1[/b] Cluster   every GPU of every node, grouped by node
-  [b]2[/b] Job       loss, learning rate, tokens/s, ETA, alerts, logs
-  [b]3[/b] Plan      the planner as a form; the table updates as you type
-  [b]?[/b] this help        [b]q[/b] quit        [b]tab[/b] / [b]shift+tab[/b] move focus
-  [b]escape[/b] leave a text field (then 1 2 3 q work again)
+  [b]1[/b] Cluster  every GPU of every node, grouped by node
+  [b]2[/b] Job      loss, learning rate, tokens/s, ETA, alerts, logs
+  [b]3[/b] Plan     the planner as a form; the table follows as you type
+  [b]?[/b] help  [b]q[/b] quit  [b]tab[/b]/[b]shift+tab[/b] focus  [b]escape[/b] leave a field
 
-Cluster   [b]c[/b] compact layout (one row per node) / detailed (one row per GPU)
-          [b]↑ ↓ PgUp PgDn[/b] move; the panel below shows the row's details
-          ● green: reporting · yellow: stale (silent for 3 sampling intervals)
-          · red: lost (silent 60 s, or its agent stream ended)
-Job       [b]/[/b] filter the logs      [b]x[/b] stop the job (asks first)
-          loss: grey = every step, cyan = EMA (β 0.9)
-          alerts: NaN loss · stall (no step for 5 min, GPUs under 30 % of power
-          limit) · GPU memory ≥ 97 % · node stale or lost · ECC errors
-Plan      [b]ctrl+s[/b] save the recommendation as a recipe (tuneboard launch FILE)
-          an HF id (org/name) is fetched when you press [b]enter[/b] in Model
+Cluster  [b]c[/b] compact (a row per node) / detailed (a row per GPU)
+         [b]↑ ↓ PgUp PgDn[/b] move; the panel below details the row
+         ● green reporting · yellow stale (3 intervals silent)
+         · red lost (60 s silent, or its agent stream ended)
+Job      [b]/[/b] filter the logs   [b]x[/b] stop the job (asks first)
+         loss: grey every step, cyan EMA (β 0.9); alerts: NaN loss,
+         stall (5 min, GPUs < 30 % power), GPU memory ≥ 97 %,
+         node stale or lost, ECC errors
+Plan     [b]ctrl+s[/b] save the recommendation as a recipe to launch;
+         an HF id (org/name) is fetched on [b]enter[/b] in Model
 
-"–" means the value is not available (not supported by that GPU or not logged).
+"–": not available (the GPU does not report it, or it was not logged)
 [dim]escape, q or ? closes this help[/dim]"""
 
 
