@@ -43,6 +43,7 @@ from launcher.job.supervisor import Sink, Supervisor, SupervisorOptions
 from launcher.job.sync import FilePlan, SyncResult, plan_files, sync
 from launcher.job.torchrun import RECIPE_PROGRAM, CommandPreview, JobPlan, NodeJob, preview
 from launcher.preflight.checks import Needs, PreflightReport, run_preflight
+from launcher.preflight.data import with_data_check
 from launcher.preflight.fit import FitReport, check_fit, model_spec
 from launcher.target import Target, is_secret_name, resolve_target, secrets_from
 from launcher.transport.base import ConnectOptions, Transport, node_path
@@ -125,6 +126,12 @@ def prepare(request: LaunchRequest) -> Prepared:
         cpu=request.cpu,
         cwd=request.cwd,
     )
+    if request.program == RECIPE_PROGRAM and not recipe.data.train_paths():
+        raise LauncherInputError(
+            f"{request.recipe_path}: data.train is not set, so there is nothing to train on: "
+            "set data.train in the recipe (or add data.train=PATH to the command) to a .jsonl, "
+            ".json, .parquet or .csv file or a saved HF datasets folder"
+        )
     return Prepared(request, recipe, data, target, plan_files(recipe, target, request.cwd))
 
 
@@ -180,6 +187,8 @@ def check(prepared: Prepared, pool: NodePool) -> Checked:
     if probe_fit.checkpoint_bytes is not None:
         needs = dataclasses.replace(needs, disk_bytes=probe_fit.checkpoint_bytes)
     report = run_preflight(pool, target, needs)
+    if prepared.request.program == RECIPE_PROGRAM:
+        report = with_data_check(report, recipe, prepared.files, target, pool, prepared.request.cwd)
     facts = [n.facts for n in report.nodes if n.facts is not None]
     gpus = [g for f in facts for g in f.gpus]
     rams = [f.mem_total_bytes for f in facts if f.mem_total_bytes is not None]

@@ -53,6 +53,7 @@ CHECKS = (
     "ram",
     "disk",
     "files",
+    "data",
     "port",
     "master",
     "resume",

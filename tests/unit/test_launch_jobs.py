@@ -126,6 +126,7 @@ def test_stop_of_an_ended_job_says_so(state_home: Path) -> None:
         ("model: {name: x}\n", ["--hostfile", "HOSTS"], "slots must be a whole number"),
         ("model: {name: x}\n", ["--nproc-per-node", "0"], "--nproc-per-node must be ≥ 1"),
         ("model: {name: x}\ncluster: {nodes: [a], workdir: '/w/{x}'}\n", [], "placeholder {x}"),
+        ("model: {name: x}\n", [], "data.train is not set, so there is nothing to train on"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_starts_nothing(
