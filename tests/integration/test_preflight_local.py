@@ -124,3 +124,24 @@ def test_the_data_is_checked_before_anything_starts(tmp_path: Path) -> None:
     checked, node = run_check(recipe, tmp_path, cpu=True)
     assert must(node.check("files")).detail == "missing: missing.jsonl"
     assert must(node.check("data")).status == "skip"  # the files check says why
+
+
+def test_an_output_dir_an_earlier_run_finished_in_is_warned(tmp_path: Path) -> None:
+    """Run twice, the README's commands resumed the first run's last checkpoint and trained
+    nothing, silently: preflight now says so, with the overrides that start fresh."""
+    recipe = local_recipe(tmp_path / "r.yaml", "llama-2-7b", "lora")
+    text = recipe.read_text().replace("training: {", "training: {max_steps: 40, ")
+    recipe.write_text(text + "output: {dir: runs/tiny}\n")
+    checkpoint = tmp_path / "runs" / "tiny" / "checkpoint-40"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    checked, node = run_check(recipe, tmp_path, cpu=True)
+    resume = must(node.check("resume"))
+    assert resume.status == "warn" and resume.short == "finished"
+    assert "runs/tiny holds checkpoint-40, at max_steps 40" in resume.detail
+    assert "training.resume=none (or output.dir=runs/tiny-2)" in resume.detail
+    assert checked.report.ok  # a warning: resuming a finished run may be what was meant
+
+    checkpoint.rename(checkpoint.with_name("checkpoint-20"))
+    _, node = run_check(recipe, tmp_path, cpu=True)
+    assert must(node.check("resume")).short == "step 20"
