@@ -82,6 +82,19 @@ def test_processes_per_node_precedence(tmp_path: Path) -> None:
         resolve_target(two_nodes(), hostfile=hostfile)
 
 
+def test_a_cluster_section_without_nodes_sets_the_hostfiles_python(tmp_path: Path) -> None:
+    """With --hostfile, a recipe's cluster: may hold only how to run there."""
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("gpu1 slots=8\ngpu2 slots=8\n")
+    settings = {"venv": "/opt/venv/", "workdir": "/data/tb", "shared_fs": True, "env": {"A": "1"}}
+    target = resolve_target(recipe(cluster=settings), hostfile=hostfile)
+    assert [n.host for n in target.cluster.nodes] == ["gpu1", "gpu2"]
+    assert target.python == "/opt/venv/bin/python" and target.workdir == "/data/tb"
+    assert target.shared_fs and target.env == (("A", "1"),)
+    with pytest.raises(LauncherInputError, match=r"names no nodes: .* or give --hostfile"):
+        resolve_target(recipe(cluster={"python": "/opt/py/bin/python"}))
+
+
 def test_master_address_and_port() -> None:
     env = {"MASTER_ADDR": "10.1.0.1", "MASTER_PORT": "1", "NCCL_DEBUG": "INFO"}
     target = resolve_target(two_nodes(env=env, master_port=29600))
