@@ -2,7 +2,9 @@
 
 Precedence, most specific first:
 - nodes: `--hostfile` > the recipe's `cluster.nodes` > the local machine (no SSH; the job
-  runs in the current directory, with this python, and nothing is copied);
+  runs in the current directory, with this python, and nothing is copied); with
+  `--hostfile` the recipe's `cluster:` may leave `nodes` out, and its python/venv, workdir,
+  env and shared_fs apply to the hostfile's nodes;
 - processes per node: `--nproc-per-node` > hostfile `slots=` > `cluster.gpus_per_node`
   when the recipe writes it > the GPUs preflight finds (1 on a `--cpu` run);
 - master address: `--master-addr` > `MASTER_ADDR` in `cluster.env` > the master node's
@@ -100,6 +102,12 @@ def resolve_target(
     if hostfile is not None:
         cluster = Cluster.from_hostfile(hostfile)
     elif section is not None:
+        if not section.nodes:
+            raise LauncherInputError(
+                "the recipe's cluster: section names no nodes: add cluster.nodes (a list of "
+                "hosts), or give --hostfile hosts.txt (its nodes then take cluster.python, "
+                "venv, workdir, env and shared_fs)"
+            )
         cluster = Cluster(
             tuple(node_from_section(n) for n in section.nodes), "recipe cluster.nodes"
         )

@@ -1,5 +1,9 @@
 """Run a recipe: `python -m recipes.run recipe.yaml [section.key=value ...] [--check]`.
 
+`--check-data` checks only the recipe and its data (files present, readable, in the format
+they claim, the sampled rows fit the task), with no other check of this machine: the
+launcher's preflight runs it where the data is (`-` reads the recipe from stdin).
+
 Order matters and is the point of this file:
 1. validate the recipe (no heavy import: errors in milliseconds, exit code 2);
 2. check the data (files exist, columns fit the task) — still before torch is imported;
@@ -21,7 +25,16 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from recipes.schema import RecipeError, dump_recipe, load_recipe
+import yaml
+
+from recipes.schema import (
+    Recipe,
+    RecipeError,
+    apply_overrides,
+    dump_recipe,
+    load_recipe,
+    parse_recipe,
+)
 from recipes.train import stack
 from recipes.train.data_check import DataError, check_data
 from recipes.train.runtime import StatusFile
@@ -47,18 +60,25 @@ def _is_main_rank() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recipes.run", description=__doc__)
-    parser.add_argument("recipe", type=Path, help="recipe YAML file")
+    parser.add_argument("recipe", type=Path, help="recipe YAML file (-: read it from stdin)")
     parser.add_argument("overrides", nargs="*", help="section.key=value (value parsed as YAML)")
     parser.add_argument(
         "--check", action="store_true", help="validate the recipe and the data, then stop"
     )
+    parser.add_argument(
+        "--check-data",
+        action="store_true",
+        help="validate the recipe and its data only (what the launcher's preflight runs)",
+    )
     args = parser.parse_intermixed_args(argv)
 
     try:
-        recipe = load_recipe(args.recipe, list(args.overrides))
+        recipe = _load(args.recipe, list(args.overrides))
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.check_data:
+        return _check_data_only(recipe)
     output_dir = Path(recipe.output.dir)
     status = StatusFile(output_dir, enabled=_is_main_rank() and not args.check)
     status.update("loading", error=None, recipe=str(args.recipe), task=recipe.task.kind)
@@ -110,6 +130,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             from recipes.train.runtime import shutdown_distributed
 
             shutdown_distributed(clean)
+    return 0
+
+
+def _load(path: Path, overrides: list[str]) -> Recipe:
+    if str(path) != "-":
+        return load_recipe(path, overrides)
+    try:
+        data = yaml.safe_load(sys.stdin.read())
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"stdin: not valid YAML ({exc})") from None
+    if isinstance(data, dict) and overrides:
+        data = apply_overrides(data, overrides)
+    return parse_recipe(data, "stdin")
+
+
+def _check_data_only(recipe: Recipe) -> int:
+    try:
+        report = check_data(recipe)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
     return 0
 
 

@@ -56,7 +56,9 @@ LAUNCH_HELP = """Check every node, then run the recipe with torchrun on all of t
 Nodes come from the recipe's `cluster:` section or --hostfile (DeepSpeed's
 `host slots=N` lines); with neither, the job runs here, without SSH. Preflight
 checks every node in parallel (SSH, python, packages and versions, GPUs, RAM,
-disk, files, the rendezvous port and the master address from every node) and
+disk, files, the rendezvous port and the master address from every node), the
+recipe's data where the job reads it (here when it is copied from here, else on
+the master: present, readable, in its format, rows that fit the task) and
 the planner's fit check refuses a job that will not fit (--force to try
 anyway). Then the recipe and its data files are copied to each node's workdir
 and one torchrun starts per node in its own process group. Logs stream back

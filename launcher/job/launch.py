@@ -42,7 +42,8 @@ from launcher.job.store import (
 from launcher.job.supervisor import Sink, Supervisor, SupervisorOptions
 from launcher.job.sync import FilePlan, SyncResult, plan_files, sync
 from launcher.job.torchrun import RECIPE_PROGRAM, CommandPreview, JobPlan, NodeJob, preview
-from launcher.preflight.checks import Needs, PreflightReport, run_preflight
+from launcher.preflight.checks import Check, Needs, PreflightReport, run_preflight
+from launcher.preflight.data import with_data_check
 from launcher.preflight.fit import FitReport, check_fit, model_spec
 from launcher.target import Target, is_secret_name, resolve_target, secrets_from
 from launcher.transport.base import ConnectOptions, Transport, node_path
@@ -125,6 +126,12 @@ def prepare(request: LaunchRequest) -> Prepared:
         cpu=request.cpu,
         cwd=request.cwd,
     )
+    if request.program == RECIPE_PROGRAM and not recipe.data.train_paths():
+        raise LauncherInputError(
+            f"{request.recipe_path}: data.train is not set, so there is nothing to train on: "
+            "set data.train in the recipe (or add data.train=PATH to the command) to a .jsonl, "
+            ".json, .parquet or .csv file or a saved HF datasets folder"
+        )
     return Prepared(request, recipe, data, target, plan_files(recipe, target, request.cwd))
 
 
@@ -180,6 +187,10 @@ def check(prepared: Prepared, pool: NodePool) -> Checked:
     if probe_fit.checkpoint_bytes is not None:
         needs = dataclasses.replace(needs, disk_bytes=probe_fit.checkpoint_bytes)
     report = run_preflight(pool, target, needs)
+    if prepared.request.program == RECIPE_PROGRAM:
+        report = with_data_check(report, recipe, prepared.files, target, pool, prepared.request.cwd)
+    if not resume:
+        report = with_finished_run_check(report, recipe)
     facts = [n.facts for n in report.nodes if n.facts is not None]
     gpus = [g for f in facts for g in f.gpus]
     rams = [f.mem_total_bytes for f in facts if f.mem_total_bytes is not None]
@@ -197,6 +208,37 @@ def check(prepared: Prepared, pool: NodePool) -> Checked:
         unknown_model=unknown,
     )
     return Checked(report, fit)
+
+
+def with_finished_run_check(report: PreflightReport, recipe: Recipe) -> PreflightReport:
+    """A new launch whose output.dir holds a checkpoint at or past max_steps (an earlier run
+    finished there): training.resume=auto would resume it and train nothing. Warned on the
+    master with the overrides that start fresh."""
+    master = report.nodes[0]
+    latest = master.facts.latest_checkpoint if master.facts is not None else None
+    max_steps = recipe.training.max_steps
+    if recipe.training.resume != "auto" or latest is None:
+        return report
+    out = recipe.output.dir
+    if max_steps is not None and latest >= max_steps:
+        check = Check(
+            "resume",
+            "warn",
+            f"{out} holds checkpoint-{latest}, at max_steps {max_steps}: training.resume=auto "
+            f"resumes it and trains nothing; to start fresh add training.resume=none (or "
+            f"output.dir={out.rstrip('/')}-2)",
+            "finished",
+        )
+    else:
+        check = Check(
+            "resume",
+            "ok",
+            f"{out} holds checkpoint-{latest}: training.resume=auto resumes from it "
+            "(training.resume=none starts fresh)",
+            f"step {latest}",
+        )
+    nodes = (dataclasses.replace(master, checks=(*master.checks, check)), *report.nodes[1:])
+    return dataclasses.replace(report, nodes=nodes)
 
 
 def _config_reader(master: Transport | None, workdir: str) -> Any:

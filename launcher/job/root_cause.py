@@ -16,7 +16,7 @@ failure that is not a consequence of another one:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 #: torchrun's error line when a worker exits non-zero.
@@ -35,6 +35,19 @@ _CONSEQUENCE = re.compile(
     re.IGNORECASE,
 )
 _SIGTERM_CODES = (-15, 143)
+#: The line an uncaught exception's traceback ends on (`ValueError: ...`, `torch.OutOfMemoryError:
+#: ...`, a bare `KeyboardInterrupt`), or the one line recipes.run prints for bad input (`error:`).
+_ERROR_LINE = re.compile(
+    r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Failure|Fault)"
+    r"(?::.*)?$|^error: \S"
+)
+#: What torch.distributed's excepthook puts before each line of a rank's traceback.
+_RANK_PREFIX = re.compile(r"^\[rank\d+\]: ?")
+#: torchrun's summary of its failed workers: the consequence, not the cause.
+_SUMMARY_ERRORS = ("ChildFailedError",)
+#: An exception message spread over several lines: this many more are joined to it.
+_CONTINUATION_LINES = 3
+ERROR_LINE_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,48 @@ def is_consequence(exit_code: int | None, last_lines: Sequence[str]) -> bool:
     if exit_code in _SIGTERM_CODES:
         return True
     return any(_CONSEQUENCE.search(line) for line in last_lines[-40:])
+
+
+def error_line(lines: Sequence[str]) -> str | None:
+    """A failed rank's own last error line: the exception its traceback ended on (with the
+    indented lines that continue its message, as a chained validation error prints them), or
+    recipes.run's `error: ...`; whatever the rank printed after it (warnings at exit, its
+    peers' teardown) is passed over. None when the rank printed no such line."""
+    lines = [_RANK_PREFIX.sub("", line, count=1) for line in lines]
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i].rstrip()
+        if not _ERROR_LINE.match(line) or any(s in line for s in _SUMMARY_ERRORS):
+            continue
+        more = []
+        for follow in lines[i + 1 : i + 1 + _CONTINUATION_LINES]:
+            if not follow.strip() or not follow[:1].isspace():
+                break
+            more.append(follow.strip())
+        text = " ".join([line, *more])
+        return text if len(text) <= ERROR_LINE_CHARS else text[: ERROR_LINE_CHARS - 1] + "…"
+    return None
+
+
+def with_error(reason: str, lines: Sequence[str]) -> str:
+    """`exit code 1` -> `exit code 1: ValueError: ...` when the lines hold an error line."""
+    error = error_line(lines)
+    return reason if error is None else f"{reason}: {error}"
+
+
+def unreported_errors(
+    ranks: Sequence[int], reported: Collection[int], lines_of: Callable[[int], Sequence[str]]
+) -> list[tuple[int, tuple[str, ...], str]]:
+    """(rank, its lines, its error line) of each rank of a node that torchrun did not report
+    but that printed an error of its own (not a consequence): torchrun names the first worker
+    it sees exit and stops the others, so the rank that raised first can be one it stopped
+    while it was still on its way out (its peer's "Connection closed by peer" came first)."""
+    found = []
+    for rank in ranks:
+        lines = tuple(lines_of(rank))
+        error = error_line(lines)
+        if rank not in reported and error is not None and not is_consequence(None, lines):
+            found.append((rank, lines, error))
+    return found
 
 
 @dataclass(frozen=True)

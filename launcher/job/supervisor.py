@@ -51,6 +51,8 @@ from launcher.job.root_cause import (
     describe_exit,
     parse_failures,
     reports_failure,
+    unreported_errors,
+    with_error,
 )
 from launcher.job.store import JobDir, JobState, Progress, RootCause, process_start
 from launcher.job.torchrun import JobPlan, NodeJob, argv, environment, node_marker
@@ -433,8 +435,15 @@ class Supervisor:
                         f.when,
                         before,
                         lines or agent,
-                        describe_exit(f.exit_code),
+                        with_error(describe_exit(f.exit_code), lines or agent),
                     )
+                )
+            ranks = range(node.first_rank, node.first_rank + node.nproc)
+            reported = {f.rank for f in failures}
+            for rank, lines, error in unreported_errors(ranks, reported, self._log.rank_lines):
+                reason = f"its own error, then stopped by torchrun: {error}"
+                candidates.append(
+                    Candidate(name, node.node_rank, rank, None, None, before, lines, reason)
                 )
             if not failures:
                 what = "ended without an exit code (killed outside tuneboard?)"
@@ -447,7 +456,9 @@ class Supervisor:
                         None,
                         before,
                         agent,
-                        f"torchrun {what if code is None else describe_exit(code)}",
+                        with_error(
+                            f"torchrun {what if code is None else describe_exit(code)}", agent
+                        ),
                     )
                 )
         chosen = choose(candidates)

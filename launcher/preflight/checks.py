@@ -53,6 +53,7 @@ CHECKS = (
     "ram",
     "disk",
     "files",
+    "data",
     "port",
     "master",
     "resume",
@@ -406,7 +407,11 @@ def _packages_check(facts: NodeFacts, needs: Needs) -> Check:
     if missing or unimportable:
         parts = []
         if missing:
-            parts.append("not installed: " + ", ".join(missing))
+            parts.append(
+                f"not installed: {', '.join(missing)} (for {facts.python}: install torch for "
+                f"the node's CUDA, then `{facts.python} -m pip install 'tuneboard[train]'` there, "
+                "or name the python that has them with cluster.python / cluster.venv)"
+            )
         if unimportable:
             parts.append("not importable: " + ", ".join(unimportable))
         return Check("packages", "fail", "; ".join(parts), f"{len(missing + unimportable)} missing")

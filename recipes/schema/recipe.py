@@ -369,7 +369,9 @@ class NodeSection(_Section):
 
 
 class ClusterSection(_Section):
-    nodes: list[NodeSection] = Field(min_length=1)
+    nodes: list[NodeSection] = Field(
+        default_factory=list, description="the nodes; may be left out when --hostfile gives them"
+    )
     gpus_per_node: int = Field(8, gt=0)
     env: dict[str, str] = Field(default_factory=dict, description="set on every node")
     workdir: str = Field("~/tuneboard", min_length=1, description="job folder on each node")

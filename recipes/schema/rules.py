@@ -218,5 +218,9 @@ def check_recipe(recipe: Recipe) -> None:
             f"training.optimizer {recipe.training.optimizer!r} is bitsandbytes; DeepSpeed "
             "offload uses its own CPU Adam: use optimizer adamw with offload_optimizer"
         )
-    if recipe.cluster is not None and recipe.training.global_batch_size is not None:
+    if (
+        recipe.cluster is not None
+        and recipe.cluster.nodes
+        and recipe.training.global_batch_size is not None
+    ):
         recipe.training.accumulation_for(recipe.cluster.world_size)

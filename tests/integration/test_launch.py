@@ -114,7 +114,9 @@ def test_dry_run_prints_each_nodes_exact_command(
     assert list_job_dirs(tuneboard_home(state_home)) == []
 
 
-@pytest.mark.parametrize("fault", ["missing python", "wrong master address", "port in use"])
+@pytest.mark.parametrize(
+    "fault", ["missing python", "wrong master address", "port in use", "bad data on the nodes"]
+)
 def test_preflight_refuses_and_starts_nothing(
     fault: str, sshd_cluster: SshdCluster, state_home: Path, project: Path, tmp_path: Path
 ) -> None:
@@ -124,6 +126,11 @@ def test_preflight_refuses_and_starts_nothing(
         sshd_cluster, project, workdir=str(tmp_path / "w"), master_port=port, python=python
     )
     extra = ["--master-addr", "10.254.254.254"] if fault == "wrong master address" else []
+    if fault == "bad data on the nodes":  # an absolute path: not copied, read on the nodes
+        bad = tmp_path / "on-nodes" / "train.jsonl"
+        bad.parent.mkdir()
+        bad.write_text('{"prompt": "1+1=", "completion": ""}\n')
+        extra = [f"data.train={bad}"]
     squatter = socket.socket()
     if fault == "port in use":
         squatter.bind(("127.0.0.2", port))
@@ -156,6 +163,11 @@ def test_preflight_refuses_and_starts_nothing(
             f"{port}: 10.254.254.254 is not an address of the master node"
         )
         assert {f.split(":")[0] for f in failures[1:]} == {"✗ node0 master", "✗ node1 master"}
+    elif fault == "bad data on the nodes":  # checked on the master, before anything starts
+        assert failures == [
+            f"✗ node0 data: data.train: {bad} row 1: column 'completion' must be a non-empty "
+            "string (or a list of messages), got '' (checked on node0)"
+        ]
     else:
         assert failures[0] == f"✗ node0 port: 127.0.0.2:{port} is in use (another job or service?)"
     assert took < 15
@@ -330,7 +342,8 @@ def test_a_failed_rank_stops_every_node(
     if how == "raises":
         failed_at = next(t for t, _, rank, text in recorder.lines if "injected failure" in text)
         assert (cause.node, cause.rank, cause.exit_code) == ("node1", 3, 1)
-        assert cause.last_lines[-1].endswith("RuntimeError: injected failure on rank 3")
+        assert cause.reason == "exit code 1: RuntimeError: injected failure on rank 3"
+        assert cause.last_lines[-1] == "[rank3]: RuntimeError: injected failure on rank 3"
     else:
         killer.join()
         assert recorder.killed_at is not None

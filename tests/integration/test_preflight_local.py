@@ -34,9 +34,13 @@ def must(check: Check | None) -> Check:
     return check
 
 
-def local_recipe(path: Path, model: str, method: str) -> Path:
+def local_recipe(path: Path, model: str, method: str, data: str | None = None) -> Path:
+    """A recipe for `model` on `data`; by default data.jsonl, one good row written beside it."""
+    if data is None:
+        data = "data.jsonl"
+        (path.parent / data).write_text('{"prompt": "1+1=", "completion": "2"}\n')
     path.write_text(
-        f"model: {{name: {model}}}\nmethod: {{kind: {method}}}\n"
+        f"model: {{name: {model}}}\nmethod: {{kind: {method}}}\ndata: {{train: {data}}}\n"
         "training: {micro_batch_size: 1, seq_len: 2048}\n"
     )
     return path
@@ -91,3 +95,53 @@ def test_a_gpu_another_process_holds_is_reported(
     gpus = must(node.check("gpus"))
     assert gpus.status == "warn" and "GPU 1: 60.0 GiB" in gpus.detail
     assert checked.fit.min_free_gpu_bytes == 20480 * 1024**2
+
+
+def test_the_data_is_checked_before_anything_starts(tmp_path: Path) -> None:
+    """Present, readable, the format it claims, the sampled rows fit the task: each fails
+    preflight with the data check's own line (recipes/train/data_check.py)."""
+    recipe = local_recipe(tmp_path / "r.yaml", "llama-2-7b", "lora")
+    checked, node = run_check(recipe, tmp_path, cpu=True)
+    data = must(node.check("data"))
+    assert data.status == "ok" and data.short == "1 rows" and checked.report.ok
+    assert (
+        data.detail.startswith("data: format prompt/completion") and "(checked here)" in data.detail
+    )
+
+    (tmp_path / "wrong.jsonl").write_text('{"question": "1+1=", "answer": "2"}\n')
+    (tmp_path / "broken.jsonl").write_text('{"prompt": "1+1=", "completion": \n')
+    for name, says in [
+        ("wrong.jsonl", "columns found: question, answer; task sft needs columns"),
+        ("broken.jsonl", "broken.jsonl line 1: not JSON"),
+    ]:
+        recipe = local_recipe(tmp_path / "r.yaml", "llama-2-7b", "lora", name)
+        checked, node = run_check(recipe, tmp_path, cpu=True)
+        data = must(node.check("data"))
+        assert data.status == "fail" and says in data.detail, data
+        assert not checked.report.ok
+
+    recipe = local_recipe(tmp_path / "r.yaml", "llama-2-7b", "lora", "missing.jsonl")
+    checked, node = run_check(recipe, tmp_path, cpu=True)
+    assert must(node.check("files")).detail == "missing: missing.jsonl"
+    assert must(node.check("data")).status == "skip"  # the files check says why
+
+
+def test_an_output_dir_an_earlier_run_finished_in_is_warned(tmp_path: Path) -> None:
+    """Run twice, the README's commands resumed the first run's last checkpoint and trained
+    nothing, silently: preflight now says so, with the overrides that start fresh."""
+    recipe = local_recipe(tmp_path / "r.yaml", "llama-2-7b", "lora")
+    text = recipe.read_text().replace("training: {", "training: {max_steps: 40, ")
+    recipe.write_text(text + "output: {dir: runs/tiny}\n")
+    checkpoint = tmp_path / "runs" / "tiny" / "checkpoint-40"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    checked, node = run_check(recipe, tmp_path, cpu=True)
+    resume = must(node.check("resume"))
+    assert resume.status == "warn" and resume.short == "finished"
+    assert "runs/tiny holds checkpoint-40, at max_steps 40" in resume.detail
+    assert "training.resume=none (or output.dir=runs/tiny-2)" in resume.detail
+    assert checked.report.ok  # a warning: resuming a finished run may be what was meant
+
+    checkpoint.rename(checkpoint.with_name("checkpoint-20"))
+    _, node = run_check(recipe, tmp_path, cpu=True)
+    assert must(node.check("resume")).short == "step 20"

@@ -26,6 +26,7 @@ from launcher.job.store import (
     process_start,
     supervisor_alive,
 )
+from launcher.preflight import checks
 from launcher.preflight.checks import node_probe
 from launcher.preflight.rendezvous import Arrivals, listen_outcome
 from tests.conftest import ROOT
@@ -126,6 +127,7 @@ def test_stop_of_an_ended_job_says_so(state_home: Path) -> None:
         ("model: {name: x}\n", ["--hostfile", "HOSTS"], "slots must be a whole number"),
         ("model: {name: x}\n", ["--nproc-per-node", "0"], "--nproc-per-node must be ≥ 1"),
         ("model: {name: x}\ncluster: {nodes: [a], workdir: '/w/{x}'}\n", [], "placeholder {x}"),
+        ("model: {name: x}\n", [], "data.train is not set, so there is nothing to train on"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_starts_nothing(
@@ -178,6 +180,29 @@ def test_probe_facts_of_this_machine(tmp_path: Path) -> None:
     assert facts["latest_checkpoint"] == 20
     assert facts["iface"] == "lo" and facts["disk_free_bytes"] > 0
     assert facts["connect"]["ok"] is False  # nothing listens on port 1
+
+
+def test_packages_not_installed_says_how_to_fix_it(tmp_path: Path) -> None:
+    """Which python was probed, what to install there, or which python to name instead."""
+    args = {
+        "workdir": str(tmp_path),
+        "packages": ["pydantic", "no-such-dist"],
+        "modules": [],
+        "paths": [],
+        "output_dir": None,
+        "master_addr": "127.0.0.1",
+        "master_port": 1,
+        "is_master": False,
+        "connect_timeout_s": 0.2,
+    }
+    facts = checks._FACTS.validate_python(node_probe.facts(args))
+    check = checks._packages_check(facts, checks.Needs(packages=("no-such-dist",), modules=()))
+    assert check.status == "fail"
+    assert check.detail == (
+        f"not installed: no-such-dist (for {sys.executable}: install torch for the node's CUDA, "
+        f"then `{sys.executable} -m pip install 'tuneboard[train]'` there, or name the python "
+        "that has them with cluster.python / cluster.venv)"
+    )
 
 
 def free_port() -> int:

@@ -13,7 +13,15 @@ import pytest
 
 from launcher.cluster import Node
 from launcher.errors import LauncherInputError
-from launcher.job.root_cause import Candidate, choose, is_consequence, parse_failures
+from launcher.job.root_cause import (
+    Candidate,
+    choose,
+    error_line,
+    is_consequence,
+    parse_failures,
+    unreported_errors,
+    with_error,
+)
 from launcher.job.sync import plan_files
 from launcher.job.torchrun import JobPlan, NodeJob, argv, environment, preview, split_rank
 from launcher.preflight.fit import check_fit, model_spec, setup_for
@@ -72,6 +80,19 @@ def test_processes_per_node_precedence(tmp_path: Path) -> None:
     hostfile.write_text("n1 slots=8\nn2 slots=4\n")
     with pytest.raises(LauncherInputError, match="same slots="):
         resolve_target(two_nodes(), hostfile=hostfile)
+
+
+def test_a_cluster_section_without_nodes_sets_the_hostfiles_python(tmp_path: Path) -> None:
+    """With --hostfile, a recipe's cluster: may hold only how to run there."""
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("gpu1 slots=8\ngpu2 slots=8\n")
+    settings = {"venv": "/opt/venv/", "workdir": "/data/tb", "shared_fs": True, "env": {"A": "1"}}
+    target = resolve_target(recipe(cluster=settings), hostfile=hostfile)
+    assert [n.host for n in target.cluster.nodes] == ["gpu1", "gpu2"]
+    assert target.python == "/opt/venv/bin/python" and target.workdir == "/data/tb"
+    assert target.shared_fs and target.env == (("A", "1"),)
+    with pytest.raises(LauncherInputError, match=r"names no nodes: .* or give --hostfile"):
+        resolve_target(recipe(cluster={"python": "/opt/py/bin/python"}))
 
 
 def test_master_address_and_port() -> None:
@@ -232,6 +253,60 @@ def test_the_rank_that_failed_first_and_by_itself_is_the_root_cause() -> None:
     early = candidate(0, 1, "1124 00:01:13.000", ["ValueError: bad data"], seen=False)
     assert choose([culprit, early]) == early
     assert choose([]) is None
+
+
+#: The end of a rank's log when the model's config is refused (transformers 5, as a tiny
+#: recipe with hidden_size 66 and 4 heads printed it), then what it printed on the way out.
+CHAINED = [
+    "Traceback (most recent call last):",
+    '  File "/venv/lib/python3.11/site-packages/huggingface_hub/dataclasses.py", line 251',
+    "    validator(self)",
+    "ValueError: The hidden size (66) is not a multiple of the number of attention heads (4).",
+    "",
+    "The above exception was the direct cause of the following exception:",
+    "",
+    "Traceback (most recent call last):",
+    '  File "/work/recipes/run.py", line 95, in main',
+    "    family.main(recipe, report, status)",
+    "    ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^",
+    "huggingface_hub.errors.StrictDataclassClassValidationError: Class validation error for "
+    "validator 'validate_architecture':",
+    "    ValueError: The hidden size (66) is not a multiple of the number of attention heads (4).",
+    "[W1203 20:21:45.1 ProcessGroupGloo.cpp:120] Warning: destroy_process_group() was not called",
+]
+
+
+def test_the_root_cause_quotes_the_ranks_own_error_line() -> None:
+    assert with_error("exit code 1", CHAINED) == (
+        "exit code 1: huggingface_hub.errors.StrictDataclassClassValidationError: Class "
+        "validation error for validator 'validate_architecture': ValueError: The hidden size "
+        "(66) is not a multiple of the number of attention heads (4)."
+    )
+    bad_data = ["[tuneboard] loading", "error: data.train is not set: give a .jsonl file"]
+    assert error_line(bad_data) == "error: data.train is not set: give a .jsonl file"
+    assert error_line(["  File x", "torch.OutOfMemoryError: CUDA out of memory.", "step"]) == (
+        "torch.OutOfMemoryError: CUDA out of memory."
+    )
+    # torchrun's summary is the consequence; a warning's `path:line: Category:` is no error
+    summary = ["torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ", "===="]
+    assert error_line([*summary, "/x/y.py:3: UserWarning: slow"]) is None
+    assert with_error("killed by signal 9", ["step 40"]) == "killed by signal 9"
+    # torch.distributed's excepthook prefixes each line of an uncaught traceback
+    prefixed = ["[rank3]: Traceback (most recent call last):", "[rank3]: RuntimeError: boom"]
+    assert error_line(prefixed) == "RuntimeError: boom"
+
+
+def test_a_rank_torchrun_stopped_after_its_own_error_is_a_candidate() -> None:
+    """torchrun reported rank 1 (its peer's connection closed) and stopped rank 0, which
+    had raised first: rank 0 is found, and being no consequence it is the root cause."""
+    logs = {0: CHAINED, 1: ["RuntimeError: [pair.cc:553] Connection closed by peer"], 2: []}
+    found = unreported_errors([0, 1, 2], {1}, lambda r: logs[r])
+    assert [(rank, error[:40]) for rank, _, error in found] == [
+        (0, "huggingface_hub.errors.StrictDataclassCl")
+    ]
+    reported = Candidate("n", 0, 1, 1, "1203 20:31:27.4", True, tuple(logs[1]), "exit code 1")
+    stopped = Candidate("n", 0, 0, None, None, True, found[0][1], found[0][2])
+    assert choose([reported, stopped]) == stopped
 
 
 # -- the planner's fit check ----------------------------------------------------------------
