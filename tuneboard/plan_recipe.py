@@ -93,6 +93,8 @@ def write_recipe(plan: Plan, path: Path) -> Path:
         f"{cl.gpu.name}: {rec.setup.label()},\n"
         f"# {rec.memory.total_bytes / GIB:.1f} GiB per GPU of {rec.memory.usable_bytes / GIB:.1f} "
         f"usable, ~{rec.time.tokens_per_s:.0f} tokens/s estimated.\n"
+        "# Before launching: set data.train to your dataset (.jsonl, .json, .parquet, .csv\n"
+        "# or a saved HF datasets folder); the planner does not know it.\n"
     )
     if path.exists() and path.is_dir():
         raise PlannerInputError(

@@ -180,5 +180,6 @@ def render_plan(
             con.print(f"  • {line}")
     if "written" in data:
         con.print(
-            f"Recipe written to [bold]{data['written']}[/]: tuneboard launch {data['written']}"
+            f"Recipe written to [bold]{data['written']}[/]: set data.train to your dataset in "
+            f"it, then tuneboard launch {data['written']}"
         )

@@ -181,5 +181,6 @@ class PlanScreen(DashScreen):
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
         self.app.call_from_thread(
-            self.notify, f"Recipe written to {written}: tuneboard launch {written}"
+            self.notify,
+            f"Recipe written to {written}: set data.train, then tuneboard launch {written}",
         )
