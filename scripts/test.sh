@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up a test environment from scratch and run every check: lint, format, types, tests.
 #   ./scripts/test.sh            (CI runs exactly this via .ci/run)
+#   ./scripts/test.sh --fast     lint, format, types and the unit tests only
+#   ./scripts/test.sh ARGS       any other arguments go to pytest (e.g. -k launch)
 # The CPU build of torch goes in first so that deepspeed/bitsandbytes do not pull
 # a multi-GB CUDA build; the training stack then installs on top of it.
 set -euo pipefail
@@ -31,4 +33,8 @@ export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.cache/torch_extension
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 "$VENV/bin/mypy"
+if [ "${1:-}" = "--fast" ]; then
+    shift
+    exec "$VENV/bin/python" -m pytest -q -n 2 tests/unit "$@"
+fi
 "$VENV/bin/python" -m pytest -q -n 2 "$@"
