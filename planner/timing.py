@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from planner.layers import trainable_params
 from planner.memory.breakdown import gradient_accumulation
 from planner.memory.dtypes import ADAPTER, LAYOUTS
-from planner.memory.model_states import base_weight_bytes_per_param
+from planner.memory.model_states import base_weight_bytes_per_param, state_bytes_per_element
 from planner.setups import Setup
 from planner.specs import ClusterSpec, ModelSpec
 
@@ -128,9 +128,8 @@ def optimizer_step_s(spec: ModelSpec, cluster: ClusterSpec, setup: Setup, dp: in
     if setup.shards_optimizer:
         n /= dp
     layout = ADAPTER if setup.is_adapter else LAYOUTS[setup.precision]
-    state = {"adamw-8bit": 1.0, "paged-adamw-8bit": 1.0, "sgd": 0.0}.get(
-        setup.optimizer, float(layout.state_bytes if setup.optimizer != "adafactor" else 4)
-    )
+    # bytes per state element as the memory model counts them (SGD keeps no state)
+    state = 0.0 if setup.optimizer == "sgd" else state_bytes_per_element(setup, layout)
     weight = layout.master_bytes or layout.weight_bytes
     grad = 4 if layout.master_bytes else layout.grad_bytes
     per_param = 2 * weight + grad + 4 * state  # fused: read w, g, m, v; write w, m, v
