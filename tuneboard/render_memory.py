@@ -38,12 +38,9 @@ def memory_rows(state: JobState) -> list[MemoryRow]:
     memory = state.progress.memory if state.progress is not None else ()
     planned = state.planned
     rows = []
+    reference = planned.tensor_bytes if planned is not None else None
     for m in memory:
-        cuda = m.device != "cpu"
-        measured = m.reserved_peak_bytes if cuda else m.rss_peak_bytes
-        reference = None
-        if planned is not None:
-            reference = planned.tensor_bytes
+        measured = m.measured_bytes
         ratio = measured / reference if measured is not None and reference else None
         rows.append(
             MemoryRow(
@@ -51,7 +48,7 @@ def memory_rows(state: JobState) -> list[MemoryRow]:
                 node=m.node,
                 device=m.device,
                 measured_bytes=measured,
-                measure="reserved" if cuda else "RSS",
+                measure=m.measure,
                 allocated_peak_bytes=m.allocated_peak_bytes,
                 device_used_bytes=m.device_used_bytes,
                 ratio=ratio,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import IO
 
-from launcher.job.store import JobDir, Progress, RankMemory
+from launcher.job.store import JobDir, Progress, rank_memory
 from launcher.job.torchrun import split_rank
 
 #: Lines kept per rank (and 10x that per node's torchrun) for the root cause.
@@ -86,37 +86,6 @@ class JobLog:
                 )
         out.flush()
         return progress
-
-
-def rank_memory(value: object) -> tuple[RankMemory, ...]:
-    """A metrics line's `memory` list (recipes/train/metrics.py) as RankMemory; entries
-    that are not well-formed are left out (a line from another tool is no error)."""
-    if not isinstance(value, list):
-        return ()
-    out = []
-    for item in value:
-        if not isinstance(item, dict):
-            continue
-        rank, node, device = _int(item.get("rank")), item.get("node"), item.get("device")
-        if rank is None or not isinstance(node, str) or not isinstance(device, str):
-            continue
-        out.append(
-            RankMemory(
-                rank=rank,
-                node=node,
-                device=device,
-                allocated_peak_bytes=_int(item.get("allocated_peak_bytes")),
-                reserved_peak_bytes=_int(item.get("reserved_peak_bytes")),
-                device_used_bytes=_int(item.get("device_used_bytes")),
-                rss_peak_bytes=_int(item.get("rss_peak_bytes")),
-                torch_version=_str(item.get("torch_version")),
-            )
-        )
-    return tuple(sorted(out, key=lambda m: m.rank))
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _int(value: object) -> int | None:

@@ -79,6 +79,51 @@ class RankMemory:
     rss_peak_bytes: int | None = None
     torch_version: str | None = None
 
+    @property
+    def measure(self) -> str:
+        """What is set against the plan: the caching allocator's reserved peak on CUDA
+        (what runs out first), the process's peak RSS on a CPU run (the only figure)."""
+        return "RSS" if self.device == "cpu" else "reserved"
+
+    @property
+    def measured_bytes(self) -> int | None:
+        return self.rss_peak_bytes if self.device == "cpu" else self.reserved_peak_bytes
+
+
+def rank_memory(value: object) -> tuple[RankMemory, ...]:
+    """A metrics line's `memory` list (recipes/train/metrics.py) as RankMemory; entries
+    that are not well-formed are left out (a line from another tool is no error)."""
+    if not isinstance(value, list):
+        return ()
+    out = []
+    for item in value:
+        if not isinstance(item, dict):
+            continue
+        rank, node, device = _json_int(item.get("rank")), item.get("node"), item.get("device")
+        if rank is None or not isinstance(node, str) or not isinstance(device, str):
+            continue
+        out.append(
+            RankMemory(
+                rank=rank,
+                node=node,
+                device=device,
+                allocated_peak_bytes=_json_int(item.get("allocated_peak_bytes")),
+                reserved_peak_bytes=_json_int(item.get("reserved_peak_bytes")),
+                device_used_bytes=_json_int(item.get("device_used_bytes")),
+                rss_peak_bytes=_json_int(item.get("rss_peak_bytes")),
+                torch_version=_json_str(item.get("torch_version")),
+            )
+        )
+    return tuple(sorted(out, key=lambda m: m.rank))
+
+
+def _json_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _json_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
 
 @dataclass(frozen=True)
 class PlannedMemory:

@@ -23,17 +23,22 @@ def _line(memory: list[dict[str, object]]) -> dict[str, object]:
     return {"event": "train", "step": 7, "loss": 1.0, "memory": memory}
 
 
+def _rank(rank: int, device: str, **peaks: int | None) -> dict[str, object]:
+    """One entry of a metrics line's `memory`, as recipes/train/memory_peaks.py writes it."""
+    return {"rank": rank, "node": "gpu0", "pid": 100 + rank, "device": device, **peaks}
+
+
 def test_the_largest_ranks_peak_is_what_the_dashboard_shows() -> None:
     cuda = step_metrics(
         _line(
             [
-                {"rank": 0, "reserved_peak_bytes": 60 * GIB, "rss_peak_bytes": 3 * GIB},
-                {"rank": 1, "reserved_peak_bytes": 63 * GIB, "rss_peak_bytes": 3 * GIB},
+                _rank(0, "cuda:0", reserved_peak_bytes=60 * GIB, rss_peak_bytes=3 * GIB),
+                _rank(1, "cuda:1", reserved_peak_bytes=63 * GIB, rss_peak_bytes=3 * GIB),
             ]
         )
     )
     assert (cuda.memory_peak_bytes, cuda.memory_measure) == (63 * GIB, "reserved")
-    cpu = step_metrics(_line([{"rank": 0, "reserved_peak_bytes": None, "rss_peak_bytes": GIB}]))
+    cpu = step_metrics(_line([_rank(0, "cpu", reserved_peak_bytes=None, rss_peak_bytes=GIB)]))
     assert (cpu.memory_peak_bytes, cpu.memory_measure) == (GIB, "RSS")
     none = step_metrics({"step": 1})
     assert none.memory_peak_bytes is None and none.memory_measure is None
@@ -47,7 +52,7 @@ def test_the_job_screen_sets_the_peak_against_the_plan(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text("model:\n  name: llama-2-7b\n")
     planned = PlannedMemory("lora ZeRO-2 ckpt mb4", "A800-80GB", 70 * GIB, 60 * GIB)
     JobDir(tmp_path).write_state(make_state("j-0101-000000-aaaa", 1.0, planned=planned))
-    line = _line([{"rank": 0, "reserved_peak_bytes": 66 * GIB}])
+    line = _line([_rank(0, "cuda:0", reserved_peak_bytes=66 * GIB)])
     (tmp_path / "metrics.jsonl").write_text(json.dumps(line) + "\n")
     state = DashState()
     state.apply(JobDirSource(tmp_path).poll())

@@ -11,8 +11,8 @@ from pathlib import Path
 from rich.console import Console
 
 from launcher.job.launch import planned_memory
-from launcher.job.log_mirror import JobLog, rank_memory
-from launcher.job.store import JobDir, PlannedMemory, Progress, RankMemory
+from launcher.job.log_mirror import JobLog
+from launcher.job.store import JobDir, PlannedMemory, Progress, RankMemory, rank_memory
 from launcher.preflight.fit import check_fit, model_spec
 from recipes.schema import parse_recipe
 from tests.support.jobs import make_state

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, fields
 from typing import Any, TypeVar
 
+from launcher.job.store import rank_memory
 from tuneboard.sources.snapshots import (
     PHASES,
     GpuProcess,
@@ -98,18 +99,14 @@ def step_metrics(data: object) -> StepMetrics:
 
 def _largest_peak(memory: list[Any]) -> dict[str, Any]:
     """The largest rank's measured peak of a metrics line's `memory` list (reserved on
-    CUDA, RSS on CPU: recipes/train/memory_peaks.py); nothing when no rank has one."""
-    for key, measure in (("reserved_peak_bytes", "reserved"), ("rss_peak_bytes", "RSS")):
-        values = [_peak_of(m, key) for m in memory]
-        found = [v for v in values if v is not None]
-        if found:
-            return {"memory_peak_bytes": max(found), "memory_measure": measure}
+    CUDA, RSS on CPU: launcher.job.store.RankMemory); nothing when no rank has one."""
+    ranks = rank_memory(memory)
+    for measure in ("reserved", "RSS"):
+        found = [m.measured_bytes for m in ranks if m.measure == measure]
+        peaks = [v for v in found if v is not None]
+        if peaks:
+            return {"memory_peak_bytes": max(peaks), "memory_measure": measure}
     return {}
-
-
-def _peak_of(rank: object, key: str) -> int | None:
-    value = rank.get(key) if isinstance(rank, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def status_from(data: dict[str, Any], time_s: float) -> StatusSnapshot:
