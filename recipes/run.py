@@ -25,8 +25,6 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from recipes.schema import (
     Recipe,
     RecipeError,
@@ -34,6 +32,7 @@ from recipes.schema import (
     dump_recipe,
     load_recipe,
     parse_recipe,
+    recipe_mapping_from_text,
 )
 from recipes.train import stack
 from recipes.train.data_check import DataError, check_data
@@ -136,11 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load(path: Path, overrides: list[str]) -> Recipe:
     if str(path) != "-":
         return load_recipe(path, overrides)
-    try:
-        data = yaml.safe_load(sys.stdin.read())
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"stdin: not valid YAML ({exc})") from None
-    if isinstance(data, dict) and overrides:
+    data = recipe_mapping_from_text(sys.stdin.read(), "stdin")
+    if overrides:
         data = apply_overrides(data, overrides)
     return parse_recipe(data, "stdin")
 

@@ -40,6 +40,7 @@ from recipes.schema.recipe import (
     load_recipe,
     parse_recipe,
     read_recipe_mapping,
+    recipe_mapping_from_text,
 )
 
 __all__ = [
@@ -73,4 +74,5 @@ __all__ = [
     "load_recipe",
     "parse_recipe",
     "read_recipe_mapping",
+    "recipe_mapping_from_text",
 ]

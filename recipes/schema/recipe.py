@@ -490,19 +490,26 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def read_recipe_mapping(path: str | Path) -> dict[str, Any]:
     """The raw YAML mapping of a recipe file (before aliases and validation)."""
-    import yaml
-
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{p}: no such file") from None
     except IsADirectoryError:
         raise RecipeError(f"{p}: is a folder, not a recipe file") from None
+    return recipe_mapping_from_text(text, str(p))
+
+
+def recipe_mapping_from_text(text: str, source: str) -> dict[str, Any]:
+    """The raw YAML mapping of a recipe's text; `source` names it in errors."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{p}: not valid YAML ({exc})") from None
+        raise RecipeError(f"{source}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
-        raise RecipeError(f"{p}: a recipe is a YAML mapping with a 'model:' key")
+        raise RecipeError(f"{source}: a recipe is a YAML mapping with a 'model:' key")
     return data
 
 
